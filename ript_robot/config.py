@@ -1,0 +1,215 @@
+"""Typed configuration: one source of truth for YAML files, the command line and ROS parameters.
+
+Each config is a pydantic model whose field descriptions document the knob (one line each,
+with units and valid range); the same models are loaded from `configs/*.yaml`, overridden
+from the command line with dotted `key.sub=value` pairs, and (later) declared as ROS 2
+parameters. Unknown keys and bad values raise `ConfigError`, which names the key, the file
+it came from and what is expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is malformed; the message says where and how to fix it."""
+
+
+class ConfigModel(BaseModel):
+    """Base for all configs: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class TaskConfig(ConfigModel):
+    """The built-in pick task (see `ript_robot.envs.pick`)."""
+
+    image_size: int = Field(64, ge=16, le=256, description="camera image side in pixels")
+    max_steps: int = Field(50, ge=1, le=10_000, description="step limit of one episode")
+    target_scene: str = Field("workcell", description="scene the policy is post-trained in")
+    pretrain_scenes: list[str] = Field(
+        default_factory=lambda: ["lab_a", "lab_b", "lab_c"],
+        description="scenes with plentiful demonstrations, used for pretraining",
+    )
+    train_contexts_per_task: int = Field(8, ge=1, description="seeded layouts per task in the RIPT pool")
+    heldout_contexts_per_task: int = Field(25, ge=1, description="layouts per task kept for evaluation only")
+
+
+class PolicyConfig(ConfigModel):
+    """The light chunked policy (CNN + instruction FiLM + learned-scale head)."""
+
+    family: Literal["chunked"] = Field("chunked", description="policy family")
+    chunk_size: int = Field(8, ge=1, le=128, description="actions predicted per chunk (H)")
+    hidden_dim: int = Field(256, ge=8, description="width of the MLP trunk")
+    channels: int = Field(16, ge=4, description="conv channels of the image encoder")
+    keypoints: int = Field(16, ge=1, description="spatial-softmax keypoints of the image encoder")
+    distribution: Literal["gaussian", "laplace"] = Field("gaussian", description="action distribution")
+    min_std: float = Field(0.25, gt=0.0, description="lower bound of the learned scale (action units); RIPT explores with it")
+    max_std: float = Field(1.0, gt=0.0, description="upper bound of the learned scale (action units)")
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> PolicyConfig:
+        if self.min_std >= self.max_std:
+            raise ValueError(f"min_std ({self.min_std}) must be below max_std ({self.max_std})")
+        return self
+
+
+class SafetyConfig(ConfigModel):
+    """Limits the safety filter enforces on every command (on by default)."""
+
+    enabled: bool = Field(True, description="apply the limits (turn off only in simulation)")
+    action_low: float = Field(-1.0, description="lower bound of each action dimension")
+    action_high: float = Field(1.0, description="upper bound of each action dimension")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> SafetyConfig:
+        if self.action_low >= self.action_high:
+            raise ValueError(f"action_low ({self.action_low}) must be below action_high ({self.action_high})")
+        return self
+
+
+class RuntimeConfig(ConfigModel):
+    """The control loop shared by the robot and the simulator."""
+
+    execute_steps: int = Field(8, ge=1, description="steps of each chunk executed open-loop before re-planning")
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+
+
+class SFTConfig(ConfigModel):
+    """Behaviour cloning (maximum likelihood on demonstration chunks, scale head included)."""
+
+    steps: int = Field(3000, ge=0, description="gradient steps")
+    batch_size: int = Field(64, ge=1, description="chunks per minibatch")
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay")
+
+
+class RIPTConfig(ConfigModel):
+    """RIPT: K rollouts per context, leave-one-out advantage, dynamic sampling, PPO update."""
+
+    iterations: int = Field(15, ge=0, description="RIPT iterations (collect, then update)")
+    rollouts_per_context: int = Field(8, ge=2, description="K: rollouts per context in a group")
+    groups_per_iteration: int = Field(32, ge=1, description="groups with mixed rewards wanted per update")
+    dynamic_sampling: bool = Field(True, description="drop groups whose K rewards are all equal")
+    max_sampling_rounds: int = Field(4, ge=1, description="bound on re-sampling rounds per iteration")
+    ppo_epochs: int = Field(8, ge=1, description="passes over the batch per iteration")
+    minibatch_size: int = Field(64, ge=1, description="chunks per PPO minibatch")
+    lr: float = Field(1.2e-3, gt=0.0, description="Adam learning rate of the PPO update")
+    clip_low: float = Field(0.2, gt=0.0, lt=1.0, description="ratio may fall to 1 - clip_low")
+    clip_high: float = Field(0.28, gt=0.0, description="ratio may rise to 1 + clip_high")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping threshold (L2 norm)")
+
+
+class EvalConfig(ConfigModel):
+    """How success rates are measured."""
+
+    rollouts_per_context: int = Field(1, ge=1, description="rollouts per context when evaluating")
+    deterministic: bool = Field(True, description="use the mean action instead of sampling")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0, description="confidence level of the Wilson interval")
+
+
+class QuickstartConfig(ConfigModel):
+    """The main job: pretrain, SFT from one demonstration per task, then RIPT."""
+
+    seed: int = Field(0, description="seed of everything random")
+    output_dir: Path = Field(Path("runs/quickstart"), description="where checkpoints, metrics and plots go")
+    pretrain_demos_per_task: int = Field(60, ge=0, description="expert demos per task per pretraining scene")
+    target_demos_per_task: int = Field(1, ge=1, description="expert demos per task in the target scene")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: leave torch's default)")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    pretrain: SFTConfig = Field(default_factory=SFTConfig)
+    sft: SFTConfig = Field(default_factory=lambda: SFTConfig(steps=400, lr=3e-4))
+    ript: RIPTConfig = Field(default_factory=RIPTConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+C = TypeVar("C", bound=ConfigModel)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would (`3` -> int, `true` -> bool, `[1,2]` -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _known_keys(cls: type[ConfigModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section at `loc`, for 'did you mean' hints."""
+    model: Any = cls
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _format_errors(cls: type[ConfigModel], err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(cls, loc)
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
+            lines.append(f"  unknown key '{key}'{did_you_mean}; valid keys here: {', '.join(known)}")
+        else:
+            lines.append(f"  '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Build `cls` from its defaults, then a YAML file, then `key.sub=value` overrides.
+
+    Raises ConfigError naming the file (or override) and the offending key.
+    """
+    tree: dict[str, Any] = {}
+    sources = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(loaded).__name__}")
+        tree = loaded or {}
+        sources.append(str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, _, value = item.partition("=")
+        _set_dotted(tree, key.strip(), _parse_scalar(value))
+        sources.append(f"override {item}")
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(cls, exc, ", ".join(sources) or "defaults")) from None
+
+
+def dump_config(config: ConfigModel) -> str:
+    """YAML text of a config, readable back with `load_config`."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

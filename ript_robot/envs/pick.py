@@ -1,0 +1,187 @@
+"""The built-in pick task: fast enough for CI, hard enough that one demonstration is not enough.
+
+A top-down camera looks at four coloured blocks laid out by the context's seed. The
+instruction names one block ("pick up the red block"); the gripper moves in the plane and
+closing it is a single grasp attempt that ends the episode: success when it closes within
+`GRASP_RADIUS` of the named block. Scenes differ in background colour and in the arm's
+controller gain, like two labs with different arms: a policy pretrained in some scenes
+reaches the right block in a new scene but closes short or long of it until it adapts.
+This mirrors RIPT's one-demonstration setting (pretrain elsewhere, one demo of the target).
+
+Actions are (dx, dy, grip) in [-1, 1]; grip > 0 closes. The state is (x, y, gripper).
+Everything is numpy; one step including rendering a 64x64 image takes tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ript_robot.envs.base import EnvSpec, RobotEnv, StepResult
+from ript_robot.types import Context, Observation
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 205, 40),
+}
+TASKS: tuple[str, ...] = tuple(f"pick up the {name} block" for name in COLORS)
+STEP_SIZE = 0.025  # arena units moved per step at full command and gain 1
+BLOCK_HALF = 0.045  # half side of a block, arena units (the arena is the unit square)
+GRASP_RADIUS = 0.05  # closing within this distance of the block centre grasps it
+MIN_SEPARATION = 0.2  # minimum distance between block centres
+CAMERA = "top"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A workcell: what the camera sees behind the blocks and how the arm responds."""
+
+    background: tuple[int, int, int]
+    gain: float  # arena units per unit command, relative to STEP_SIZE
+    grasp_offset: tuple[float, float] = (0.0, 0.0)  # grasp point relative to the drawn marker
+
+
+SCENES: dict[str, Scene] = {
+    "lab_a": Scene(background=(200, 200, 200), gain=1.0),
+    "lab_b": Scene(background=(170, 190, 215), gain=0.8),
+    "lab_c": Scene(background=(215, 195, 160), gain=1.25),
+    "workcell": Scene(background=(140, 150, 140), gain=1.0, grasp_offset=(0.05, 0.0)),
+}
+
+
+def task_index(instruction: str) -> int:
+    """Index of the block an instruction names; a clear error for unknown instructions."""
+    try:
+        return TASKS.index(instruction)
+    except ValueError:
+        raise ValueError(f"unknown instruction {instruction!r}; the built-in task knows {list(TASKS)}") from None
+
+
+def make_contexts(scene: str, seeds: range | list[int], tasks: tuple[str, ...] = TASKS) -> list[Context]:
+    """One context per (task, seed) in `scene`, with stable ids `scene/task/seed`."""
+    if scene not in SCENES:
+        raise ValueError(f"unknown scene {scene!r}; known scenes: {sorted(SCENES)}")
+    return [
+        Context(context_id=f"{scene}/{task_index(t)}/{s}", instruction=t, seed=int(s), scene=scene)
+        for t in tasks
+        for s in seeds
+    ]
+
+
+def layout(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block centres (4, 2) and the gripper's start (2,) for a seed; blocks never overlap."""
+    rng = np.random.default_rng(seed)
+    blocks: list[np.ndarray] = []
+    while len(blocks) < len(COLORS):
+        p = rng.uniform(0.12, 0.88, size=2)
+        if all(np.linalg.norm(p - q) >= MIN_SEPARATION for q in blocks):
+            blocks.append(p)
+    start = rng.uniform(0.1, 0.9, size=2)
+    return np.stack(blocks), start
+
+
+class PickEnv(RobotEnv):
+    """The built-in task behind the `RobotEnv` contract (success known, like any simulator)."""
+
+    def __init__(self, image_size: int = 64, max_steps: int = 40, control_hz: float = 20.0):
+        """image_size: camera side in pixels (16-256). max_steps: step limit (>= 1)."""
+        if not 16 <= image_size <= 256:
+            raise ValueError(f"image_size must be in [16, 256], got {image_size}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.spec = EnvSpec(
+            cameras={CAMERA: (image_size, image_size)},
+            state_dim=3,
+            action_dim=3,
+            control_hz=control_hz,
+            max_steps=max_steps,
+            action_names=("dx", "dy", "grip"),
+        )
+        self.image_size = image_size
+        self._context: Context | None = None
+        self._blocks = np.zeros((len(COLORS), 2))
+        self._pos = np.zeros(2)
+        self._steps = 0
+        self._scene = SCENES["lab_a"]
+        self._target = 0
+
+    @property
+    def target_position(self) -> np.ndarray:
+        """Centre of the block the instruction names (privileged; the expert uses it)."""
+        return self._blocks[self._target].copy()
+
+    @property
+    def gripper_position(self) -> np.ndarray:
+        """Where the gripper grasps: the marker's position plus the scene's grasp offset."""
+        return self._pos + self._scene.grasp_offset
+
+    @property
+    def gain(self) -> float:
+        return self._scene.gain
+
+    def reset(self, context: Context) -> Observation:
+        if context.scene not in SCENES:
+            raise ValueError(f"context {context.context_id}: unknown scene {context.scene!r}; known: {sorted(SCENES)}")
+        self._context = context
+        self._scene = SCENES[context.scene]
+        self._target = task_index(context.instruction)
+        self._blocks, self._pos = layout(context.seed)
+        self._steps = 0
+        return self._observe(closed=False)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        if self._context is None:
+            raise RuntimeError("PickEnv.step() called before reset()")
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (3,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"PickEnv expects a finite action of shape (3,), got {action!r}")
+        move = np.clip(action[:2], -1.0, 1.0) * STEP_SIZE * self._scene.gain
+        self._pos = np.clip(self._pos + move, 0.0, 1.0)
+        self._steps += 1
+        if action[2] > 0.0:
+            success = bool(np.linalg.norm(self.gripper_position - self._blocks[self._target]) < GRASP_RADIUS)
+            return StepResult(self._observe(closed=True), True, success, "grasped" if success else "missed")
+        if self._steps >= self.spec.max_steps:
+            return StepResult(self._observe(closed=False), True, False, "timeout")
+        return StepResult(self._observe(closed=False), False, None)
+
+    def _observe(self, closed: bool) -> Observation:
+        assert self._context is not None
+        return Observation(
+            images={CAMERA: self.render(closed)},
+            state=np.array([self._pos[0], self._pos[1], float(closed)], dtype=np.float32),
+            instruction=self._context.instruction,
+            timestamp=time.monotonic(),
+        )
+
+    def render(self, closed: bool = False) -> np.ndarray:
+        """Top-down RGB image (H, W, 3) uint8: background, four blocks, the gripper as a cross."""
+        n = self.image_size
+        img = np.empty((n, n, 3), dtype=np.uint8)
+        img[:] = self._scene.background
+        half = max(1, round(BLOCK_HALF * n))
+        for (x, y), color in zip(self._blocks, COLORS.values(), strict=True):
+            cx, cy = round(x * (n - 1)), round(y * (n - 1))
+            img[max(cy - half, 0) : cy + half + 1, max(cx - half, 0) : cx + half + 1] = color
+        gx, gy = round(self._pos[0] * (n - 1)), round(self._pos[1] * (n - 1))
+        arm = max(1, round(0.05 * n))
+        shade = (255, 255, 255) if closed else (20, 20, 20)
+        img[gy, max(gx - arm, 0) : gx + arm + 1] = shade
+        img[max(gy - arm, 0) : gy + arm + 1, gx] = shade
+        return img
+
+
+def expert_action(env: PickEnv) -> np.ndarray:
+    """Scripted expert: move straight to the named block at full speed, close when on it.
+
+    Uses privileged state (block positions and the scene's gain), as simulators allow.
+    """
+    delta = env.target_position - env.gripper_position
+    if np.linalg.norm(delta) < 0.3 * GRASP_RADIUS:
+        return np.array([0.0, 0.0, 1.0], dtype=np.float32)
+    move = np.clip(delta / (STEP_SIZE * env.gain), -1.0, 1.0)
+    return np.array([move[0], move[1], -1.0], dtype=np.float32)

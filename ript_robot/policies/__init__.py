@@ -1,0 +1,35 @@
+"""Policy families behind the `Policy` contract, built from a config or loaded from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ript_robot.config import PolicyConfig
+from ript_robot.envs.base import EnvSpec
+from ript_robot.policies.base import CheckpointError, Policy, read_policy_meta
+from ript_robot.policies.chunked import ChunkedPolicy
+
+FAMILIES: dict[str, type[ChunkedPolicy]] = {"chunked": ChunkedPolicy}
+
+
+def make_policy(config: PolicyConfig, spec: EnvSpec) -> Policy:
+    """A freshly initialized policy of `config.family` sized for an env."""
+    if len(spec.cameras) != 1:
+        raise ValueError(f"the {config.family} policy takes one camera; the env has {sorted(spec.cameras)}")
+    (image_shape,) = spec.cameras.values()
+    return FAMILIES[config.family](config, image_shape, spec.state_dim, spec.action_dim)
+
+
+def load_policy(directory: str | Path) -> Policy:
+    """Rebuild a policy from `policy.json` and load its safetensors weights and version."""
+    meta = read_policy_meta(directory)
+    family = FAMILIES.get(meta["family"])
+    if family is None:
+        raise CheckpointError(f"{directory}: unknown policy family {meta['family']!r}; known: {sorted(FAMILIES)}")
+    policy = family.from_config_dict(meta["config"])
+    policy.load_weights(directory)
+    policy.version = int(meta["version"])
+    return policy
+
+
+__all__ = ["CheckpointError", "Policy", "load_policy", "make_policy"]

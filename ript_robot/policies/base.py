@@ -1,0 +1,126 @@
+"""The `Policy` contract shared by every policy family, the runtime and the trainer.
+
+RIPT needs three things from a policy: sample an action chunk with the log-probability of
+exactly what was sampled (`act`), re-score stored chunks under the current parameters for
+the PPO ratio (`log_prob`), and a behaviour-cloning loss for SFT (`bc_loss`). Weights are
+saved as safetensors beside a JSON config and a version, never pickled, so a checkpoint
+from the store cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ript_robot.types import ActionChunk, Observation
+
+Batch = dict[str, torch.Tensor]
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "policy.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not fit the policy that tries to load it."""
+
+
+class Policy(nn.Module, ABC):
+    """A stochastic chunked policy: observation -> distribution over (H, A) action chunks."""
+
+    family: str = ""
+    version: int = 0
+
+    @property
+    @abstractmethod
+    def chunk_size(self) -> int:
+        """H: actions per chunk."""
+
+    @abstractmethod
+    def preprocess(self, observations: Sequence[Observation]) -> Batch:
+        """Stack observations into the tensors `log_prob` and `bc_loss` take (images stay uint8)."""
+
+    @abstractmethod
+    def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+        """Log density (B, H) of each action of chunks `actions` (B, H, A) under the current parameters.
+
+        Summed over H it is the chunk's log density.
+        """
+
+    @abstractmethod
+    def bc_loss(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+        """Scalar behaviour-cloning loss on expert chunks (B, H, A)."""
+
+    @abstractmethod
+    def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunks (B, H, A) and their per-action log densities (B, H); deterministic: the mode."""
+
+    @abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild this policy's architecture (JSON-serializable)."""
+
+    @torch.no_grad()
+    def act(self, observations: Sequence[Observation], deterministic: bool = False) -> list[ActionChunk]:
+        """Plan one chunk per observation (a batch of one on a robot, of N in simulation)."""
+        was_training = self.training
+        self.eval()
+        actions, log_probs = self.sample(self.preprocess(observations), deterministic)
+        self.train(was_training)
+        actions_np, log_probs_np = actions.cpu().numpy(), log_probs.cpu().numpy()
+        return [
+            ActionChunk(actions=actions_np[i], step_log_prob=log_probs_np[i], policy_version=self.version)
+            for i in range(len(observations))
+        ]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `model.safetensors` and `policy.json` (family, version, config) to `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"family": self.family, "version": str(self.version)})
+        meta = {"family": self.family, "version": self.version, "config": self.config_dict()}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    def load_weights(self, directory: str | Path) -> None:
+        """Load safetensors weights into this policy; a clear error when they do not fit."""
+        path = Path(directory) / WEIGHTS_FILE
+        if not path.is_file():
+            raise CheckpointError(f"no {WEIGHTS_FILE} in {directory}")
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+        missing, unexpected = set(self.state_dict()) - set(state), set(state) - set(self.state_dict())
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path} does not fit a {self.family} policy with this config: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        for key, tensor in self.state_dict().items():
+            if state[key].shape != tensor.shape:
+                raise CheckpointError(
+                    f"{path}: '{key}' has shape {tuple(state[key].shape)}, the policy expects {tuple(tensor.shape)}; "
+                    "was it saved with another config?"
+                )
+        self.load_state_dict(state)
+
+
+def read_policy_meta(directory: str | Path) -> dict[str, Any]:
+    """The family, version and config saved beside a checkpoint's weights."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"no {CONFIG_FILE} in {directory}: is this a ript-robot checkpoint folder?")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    for key in ("family", "version", "config"):
+        if key not in meta:
+            raise CheckpointError(f"{path} lacks '{key}'")
+    return meta

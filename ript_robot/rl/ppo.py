@@ -1,0 +1,155 @@
+"""The PPO clipped-ratio update of RIPT: no critic, no reference model, no KL penalty.
+
+Every action a chunk executed is one sample, as every token is in an LLM's GRPO: its
+advantage is its episode's leave-one-out advantage, its old log-probability the one `act()`
+reported when the chunk was sampled, and actions of a chunk left unexecuted (the episode
+ended mid-chunk) are masked out. The loss reads like the paper:
+
+    ratio    = exp(new_log_prob - old_log_prob)
+    pg_loss1 = -advantage * ratio
+    pg_loss2 = -advantage * clip(ratio, 1 - clip_low, 1 + clip_high)
+    loss     = mean over executed actions of max(pg_loss1, pg_loss2)
+
+with separate lower and upper clip ranges (a larger upper range lets rare successes grow).
+A ratio per action rather than per chunk keeps it near 1: a chunk's ratio is the product
+of H x A per-dimension ratios and would be clipped almost always.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ript_robot.config import RIPTConfig
+from ript_robot.policies.base import Batch, Policy
+from ript_robot.rl.advantage import leave_one_out_advantage
+from ript_robot.rl.sampling import Group
+
+
+@dataclass
+class RolloutBatch:
+    """Chunk-level samples for the PPO update."""
+
+    inputs: Batch
+    actions: torch.Tensor  # (N, H, A) as sampled
+    old_log_prob: torch.Tensor  # (N, H) per action, as reported by act()
+    advantages: torch.Tensor  # (N,)
+    mask: torch.Tensor  # (N, H) 1.0 where the action was executed
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    def select(self, index: torch.Tensor) -> RolloutBatch:
+        return RolloutBatch(
+            {k: v[index] for k, v in self.inputs.items()},
+            self.actions[index],
+            self.old_log_prob[index],
+            self.advantages[index],
+            self.mask[index],
+        )
+
+
+def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
+    """Flatten groups into chunk samples with leave-one-out advantages; None if no signal.
+
+    Unlabeled episodes are skipped (they get no advantage and are not in any baseline), and
+    so are episodes whose advantage is exactly zero, which would add nothing to the loss.
+    """
+    observations, actions, old_log_prob, advantages, masks = [], [], [], [], []
+    h = policy.chunk_size
+    for group in groups:
+        for episode, advantage in zip(group.episodes, leave_one_out_advantage(group.rewards), strict=True):
+            if episode.reward is None or advantage == 0.0:
+                continue
+            executed = np.bincount([s.chunk_index for s in episode.steps], minlength=len(episode.chunks))
+            for chunk, obs, n in zip(episode.chunks, episode.chunk_observations, executed, strict=True):
+                observations.append(obs)
+                actions.append(chunk.actions)
+                old_log_prob.append(chunk.step_log_prob)
+                advantages.append(advantage)
+                masks.append(np.arange(h) < n)
+    if not observations:
+        return None
+    return RolloutBatch(
+        inputs=policy.preprocess(observations),
+        actions=torch.from_numpy(np.stack(actions)).float(),
+        old_log_prob=torch.from_numpy(np.stack(old_log_prob)).float(),
+        advantages=torch.tensor(advantages, dtype=torch.float32),
+        mask=torch.from_numpy(np.stack(masks)).float(),
+    )
+
+
+def ppo_loss(
+    new_log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate loss over executed actions (N, H) and its diagnostics.
+
+    advantages (N,) broadcast over each chunk's actions; mask (N, H) selects executed ones.
+    Diagnostics: approx_kl (the k3 estimator, >= 0), clipfrac, ratio_mean.
+    """
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    adv = advantages[:, None]
+    pg_loss1 = -adv * ratio
+    pg_loss2 = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    tokens = mask.sum().clamp(min=1.0)
+    loss = (torch.max(pg_loss1, pg_loss2) * mask).sum() / tokens
+    with torch.no_grad():
+        approx_kl = ((((ratio - 1.0) - log_ratio) * mask).sum() / tokens).item()
+        clipped = (ratio < 1.0 - clip_low) | (ratio > 1.0 + clip_high)
+        clipfrac = ((clipped.float() * mask).sum() / tokens).item()
+        ratio_mean = ((ratio * mask).sum() / tokens).item()
+    return loss, {"approx_kl": approx_kl, "clipfrac": clipfrac, "ratio_mean": ratio_mean}
+
+
+def ppo_update(
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    batch: RolloutBatch,
+    config: RIPTConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Several epochs of minibatch PPO on one batch; returns averaged diagnostics.
+
+    `initial_ratio_error` is max |ratio - 1| before any step: it must be ~0, since the policy
+    that sampled the batch is the one being updated (a check on the log-prob bookkeeping).
+    """
+    policy.train()
+    with torch.no_grad():
+        start = policy.log_prob(batch.inputs, batch.actions)
+        initial_ratio_error = ((start - batch.old_log_prob).exp().sub(1.0).abs() * batch.mask).max().item()
+    sums: dict[str, float] = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
+    steps = 0
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(len(batch), generator=generator)
+        for begin in range(0, len(batch), config.minibatch_size):
+            mb = batch.select(order[begin : begin + config.minibatch_size])
+            loss, diag = ppo_loss(
+                policy.log_prob(mb.inputs, mb.actions),
+                mb.old_log_prob,
+                mb.advantages,
+                mb.mask,
+                config.clip_low,
+                config.clip_high,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            for key, value in diag.items():
+                sums[key] += value
+            sums["loss"] += loss.item()
+            sums["grad_norm"] += float(grad_norm)
+            steps += 1
+    out = {key: value / max(steps, 1) for key, value in sums.items()}
+    out["initial_ratio_error"] = initial_ratio_error
+    out["samples"] = float(len(batch))
+    return out

@@ -1,0 +1,116 @@
+"""Dynamic rollout sampling: gather groups of K rollouts whose rewards disagree.
+
+A group whose K binary rewards are all equal has zero leave-one-out advantage everywhere and
+only dilutes the update, so RIPT drops it and samples another context until the batch holds
+`groups_wanted` informative groups. The reference implementation loops until the batch is
+full, forever when every context is always solved (or never); here the number of sampling
+rounds is bounded, and the iteration goes on with what it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ript_robot.rl.advantage import is_informative
+from ript_robot.types import Context, Episode
+
+
+@dataclass
+class Group:
+    """K rollouts of one context."""
+
+    context: Context
+    episodes: list[Episode]
+
+    @property
+    def rewards(self) -> list[float | None]:
+        return [e.reward for e in self.episodes]
+
+
+@dataclass
+class SamplingStats:
+    """What dynamic sampling did in one iteration."""
+
+    rounds: int = 0
+    accepted: int = 0
+    rejected_all_success: int = 0
+    rejected_all_failure: int = 0
+    rejected_unlabeled: int = 0
+    episodes: list[Episode] = field(default_factory=list)  # every rollout, accepted or not
+
+    @property
+    def rejected(self) -> int:
+        return self.rejected_all_success + self.rejected_all_failure + self.rejected_unlabeled
+
+
+class ContextPool:
+    """The contexts RIPT trains on, visited in reshuffled passes so each is seen evenly."""
+
+    def __init__(self, contexts: Sequence[Context], seed: int = 0):
+        if not contexts:
+            raise ValueError("the context pool is empty: give at least one context to train on")
+        ids = [c.context_id for c in contexts]
+        if len(set(ids)) != len(ids):
+            raise ValueError("context ids in the pool must be unique")
+        self.contexts = list(contexts)
+        self._rng = np.random.default_rng(seed)
+        self._queue: list[Context] = []
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    def take(self, n: int) -> list[Context]:
+        """The next n contexts; a context repeats only after the whole pool was visited."""
+        out: list[Context] = []
+        while len(out) < n:
+            if not self._queue:
+                self._queue = [self.contexts[i] for i in self._rng.permutation(len(self.contexts))]
+            out.append(self._queue.pop())
+        return out
+
+
+def collect_groups(
+    pool: ContextPool,
+    rollout: Callable[[list[Context]], list[Episode]],
+    rollouts_per_context: int,
+    groups_wanted: int,
+    dynamic_sampling: bool = True,
+    max_rounds: int = 4,
+) -> tuple[list[Group], SamplingStats]:
+    """Roll out K episodes for each of `groups_wanted` contexts, replacing uninformative groups.
+
+    rollout(contexts) must return one episode per given context, in order. With
+    dynamic_sampling=False every group is kept, as in plain GRPO/RLOO. At most `max_rounds`
+    rounds run, so the call ends even when every group is uniform.
+    """
+    if rollouts_per_context < 2:
+        raise ValueError(f"rollouts_per_context must be >= 2 for a leave-one-out baseline, got {rollouts_per_context}")
+    if max_rounds < 1:
+        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+    stats = SamplingStats()
+    accepted: list[Group] = []
+    while len(accepted) < groups_wanted and stats.rounds < max_rounds:
+        stats.rounds += 1
+        contexts = pool.take(groups_wanted - len(accepted))
+        episodes = rollout([c for c in contexts for _ in range(rollouts_per_context)])
+        if len(episodes) != len(contexts) * rollouts_per_context:
+            raise RuntimeError(f"rollout returned {len(episodes)} episodes for {len(contexts) * rollouts_per_context}")
+        stats.episodes.extend(episodes)
+        for g, context in enumerate(contexts):
+            group = Group(context, episodes[g * rollouts_per_context : (g + 1) * rollouts_per_context])
+            rewards = [r for r in group.rewards if r is not None]
+            if not dynamic_sampling or is_informative(group.rewards):
+                accepted.append(group)
+            elif len(rewards) < 2:
+                stats.rejected_unlabeled += 1
+            elif rewards[0] == 1.0:
+                stats.rejected_all_success += 1
+            else:
+                stats.rejected_all_failure += 1
+        if not dynamic_sampling:
+            break
+    stats.accepted = len(accepted)
+    return accepted, stats

@@ -1,0 +1,76 @@
+"""Behaviour cloning (SFT): fit a policy's chunk distribution to demonstrations.
+
+Every step t of a demonstration gives one sample: the observation at t and the next H
+executed actions (the last action repeated past the episode's end). The loss is the
+policy's own `bc_loss`, for the light policy the negative log-likelihood, so the learned
+scale head is fitted together with the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ript_robot.config import SFTConfig
+from ript_robot.policies.base import Batch, Policy
+from ript_robot.types import Episode
+
+
+@dataclass
+class DemoDataset:
+    """Observation tensors and target chunks (N, H, A) for behaviour cloning."""
+
+    inputs: Batch
+    actions: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+
+def chunk_dataset(policy: Policy, episodes: Sequence[Episode]) -> DemoDataset:
+    """One (observation, next H actions) sample per step of every demonstration."""
+    h = policy.chunk_size
+    observations, chunks = [], []
+    for episode in episodes:
+        if not episode.steps:
+            continue
+        actions = np.stack([s.action for s in episode.steps])
+        padded = np.concatenate([actions, np.repeat(actions[-1:], h - 1, axis=0)])
+        for t, step in enumerate(episode.steps):
+            observations.append(step.observation)
+            chunks.append(padded[t : t + h])
+    if not observations:
+        raise ValueError("no demonstration steps to learn from: record demonstrations first")
+    return DemoDataset(policy.preprocess(observations), torch.from_numpy(np.stack(chunks)).float())
+
+
+def behaviour_cloning(
+    policy: Policy,
+    dataset: DemoDataset,
+    config: SFTConfig,
+    seed: int = 0,
+    desc: str = "SFT",
+    progress: bool = True,
+) -> list[float]:
+    """Minimize the BC loss for `config.steps` minibatches; returns the loss per step."""
+    if config.steps == 0:
+        return []
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    policy.train()
+    losses = []
+    bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        index = torch.randint(len(dataset), (min(config.batch_size, len(dataset)),), generator=generator)
+        loss = policy.bc_loss({k: v[index] for k, v in dataset.inputs.items()}, dataset.actions[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if len(losses) % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    return losses

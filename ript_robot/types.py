@@ -1,0 +1,128 @@
+"""Core data types that flow through the RIPT loop.
+
+Every room of the house speaks these types: an environment (simulated or a real arm)
+produces `Observation`s, a policy turns them into `ActionChunk`s, the runtime logs a
+`StepRecord` per control tick, and an episode ends with `EpisodeMeta` carrying its
+`Label`. They depend on numpy and the standard library only, so the ROS nodes, the
+episode store and the trainer can all share them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+LabelSource = Literal["sim", "operator", "detector"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """One initial condition to roll out from: a task instruction in a seeded layout.
+
+    `context_id` is stable across processes (it keys groups of K rollouts in the store);
+    `seed` makes the layout reproducible in simulation; on a real arm the operator sets the
+    scene up to match the context's reference image instead.
+    """
+
+    context_id: str
+    instruction: str
+    seed: int
+    scene: str = "default"
+
+
+@dataclass
+class Observation:
+    """What the policy sees at one control tick.
+
+    images: camera name -> uint8 array of shape (H, W, 3), RGB.
+    state: proprioception, float32 vector (units defined by the env's `EnvSpec`).
+    """
+
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    instruction: str
+    timestamp: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class ActionChunk:
+    """A chunk of H actions planned at once, and its log-probability.
+
+    actions: float32 (H, A), as sampled (before the safety filter), so the trainer can
+    re-score exactly what was sampled. step_log_prob: float32 (H,), log density of each
+    action of the chunk under the policy that produced it (in deterministic mode, the
+    density at the mode); the PPO ratio is taken per action, like per token in an LLM.
+    """
+
+    actions: np.ndarray
+    step_log_prob: np.ndarray
+    policy_version: int = 0
+
+    @property
+    def log_prob(self) -> float:
+        """Log density of the whole chunk: the sum over its actions."""
+        return float(self.step_log_prob.sum())
+
+
+@dataclass
+class StepRecord:
+    """One executed control tick, as the episode writer stores it."""
+
+    step: int
+    timestamp: float
+    observation: Observation
+    action: np.ndarray  # executed command after the safety filter, float32 (A,)
+    chunk_index: int  # which ActionChunk of the episode this step belongs to
+    safety_clipped: bool = False
+
+
+@dataclass
+class Label:
+    """Binary success label for a finished episode and who gave it."""
+
+    success: bool
+    source: LabelSource
+    confidence: float = 1.0
+    labeler: str = ""
+    time: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"Label confidence must be in [0, 1], got {self.confidence}")
+
+    @property
+    def reward(self) -> float:
+        return 1.0 if self.success else 0.0
+
+
+@dataclass
+class EpisodeMeta:
+    """Attributes of one episode; the store writes them as the episode group's attributes."""
+
+    episode_id: str
+    context: Context
+    policy_version: int
+    robot_id: str
+    start_time: float
+    end_time: float | None = None
+    num_steps: int = 0
+    end_reason: str = ""
+    label: Label | None = None
+
+
+@dataclass
+class Episode:
+    """A finished episode held in memory: metadata, executed steps and planned chunks."""
+
+    meta: EpisodeMeta
+    steps: list[StepRecord]
+    chunks: list[ActionChunk]
+    chunk_observations: list[Observation]  # the observation each chunk was planned from
+
+    @property
+    def reward(self) -> float | None:
+        """1.0 / 0.0 once labeled, None while unlabeled."""
+        return None if self.meta.label is None else self.meta.label.reward

@@ -1,0 +1,50 @@
+"""Batched simulated rollouts through the shared runtime.
+
+A `SimRollouts` owns a pool of simulator instances and runs any list of contexts through
+`run_episodes` in batches of at most `max_envs`, so every policy call is batched. The
+built-in task runs in-process; LIBERO's worker processes plug in behind the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from ript_robot.config import RuntimeConfig
+from ript_robot.envs.base import RobotEnv
+from ript_robot.policies.base import Policy
+from ript_robot.runtime.loop import run_episodes
+from ript_robot.types import Context, Episode
+
+
+class SimRollouts:
+    """Run contexts on pooled simulators, `max_envs` at a time, with an optional progress bar."""
+
+    def __init__(self, make_env: Callable[[], RobotEnv], runtime: RuntimeConfig, max_envs: int = 256):
+        """make_env: builds one simulator; max_envs: simulators stepped in lock step (>= 1)."""
+        if max_envs < 1:
+            raise ValueError(f"max_envs must be >= 1, got {max_envs}")
+        self.make_env = make_env
+        self.runtime = runtime
+        self.max_envs = max_envs
+        self.envs: list[RobotEnv] = []
+
+    def __call__(
+        self, policy: Policy, contexts: Sequence[Context], deterministic: bool = False, desc: str | None = None
+    ) -> list[Episode]:
+        """One episode per context, in order."""
+        episodes: list[Episode] = []
+        with tqdm(total=len(contexts), desc=desc, disable=desc is None, leave=False, unit="ep") as bar:
+            for begin in range(0, len(contexts), self.max_envs):
+                batch = contexts[begin : begin + self.max_envs]
+                while len(self.envs) < len(batch):
+                    self.envs.append(self.make_env())
+                episodes += run_episodes(self.envs[: len(batch)], batch, policy, self.runtime, deterministic=deterministic)
+                bar.update(len(batch))
+        return episodes
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs.clear()
