@@ -50,7 +50,9 @@ class PolicyConfig(ConfigModel):
     channels: int = Field(16, ge=4, description="conv channels of the image encoder")
     keypoints: int = Field(16, ge=1, description="spatial-softmax keypoints of the image encoder")
     distribution: Literal["gaussian", "laplace"] = Field("gaussian", description="action distribution")
-    min_std: float = Field(0.25, gt=0.0, description="lower bound of the learned scale (action units); RIPT explores with it")
+    min_std: float = Field(
+        0.25, gt=0.0, description="lower bound of the learned scale (action units); RIPT explores with it"
+    )
     max_std: float = Field(1.0, gt=0.0, description="upper bound of the learned scale (action units)")
 
     @model_validator(mode="after")
@@ -122,6 +124,7 @@ class QuickstartConfig(ConfigModel):
     pretrain_demos_per_task: int = Field(60, ge=0, description="expert demos per task per pretraining scene")
     target_demos_per_task: int = Field(1, ge=1, description="expert demos per task in the target scene")
     torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: leave torch's default)")
+    init_checkpoint: Path | None = Field(None, description="start RIPT from this checkpoint, skipping pretrain and SFT")
     task: TaskConfig = Field(default_factory=TaskConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

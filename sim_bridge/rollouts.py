@@ -40,7 +40,9 @@ class SimRollouts:
                 batch = contexts[begin : begin + self.max_envs]
                 while len(self.envs) < len(batch):
                     self.envs.append(self.make_env())
-                episodes += run_episodes(self.envs[: len(batch)], batch, policy, self.runtime, deterministic=deterministic)
+                episodes += run_episodes(
+                    self.envs[: len(batch)], batch, policy, self.runtime, deterministic=deterministic
+                )
                 bar.update(len(batch))
         return episodes
 

@@ -42,14 +42,14 @@ class Scene:
 
     background: tuple[int, int, int]
     gain: float  # arena units per unit command, relative to STEP_SIZE
-    grasp_offset: tuple[float, float] = (0.0, 0.0)  # grasp point relative to the drawn marker
+    hand_eye_error_deg: float = 0.0  # the gripper sits this rotation (about the arena centre) off its marker
 
 
 SCENES: dict[str, Scene] = {
     "lab_a": Scene(background=(200, 200, 200), gain=1.0),
     "lab_b": Scene(background=(170, 190, 215), gain=0.8),
     "lab_c": Scene(background=(215, 195, 160), gain=1.25),
-    "workcell": Scene(background=(140, 150, 140), gain=1.0, grasp_offset=(0.05, 0.0)),
+    "workcell": Scene(background=(140, 150, 140), gain=1.0, hand_eye_error_deg=15.0),
 }
 
 
@@ -70,6 +70,15 @@ def make_contexts(scene: str, seeds: range | list[int], tasks: tuple[str, ...] =
         for t in tasks
         for s in seeds
     ]
+
+
+def _rotate(point: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate an arena point about the arena centre."""
+    if degrees == 0.0:
+        return np.asarray(point, dtype=np.float64).copy()
+    a = np.deg2rad(degrees)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return 0.5 + rot @ (np.asarray(point) - 0.5)
 
 
 def layout(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +125,17 @@ class PickEnv(RobotEnv):
 
     @property
     def gripper_position(self) -> np.ndarray:
-        """Where the gripper grasps: the marker's position plus the scene's grasp offset."""
-        return self._pos + self._scene.grasp_offset
+        """Where the gripper grasps: the marker's position rotated by the scene's hand-eye error."""
+        return _rotate(self._pos, self._scene.hand_eye_error_deg)
+
+    @property
+    def marker_position(self) -> np.ndarray:
+        """Where the camera shows the gripper."""
+        return self._pos.copy()
+
+    @property
+    def scene(self) -> Scene:
+        return self._scene
 
     @property
     def gain(self) -> float:
@@ -180,8 +198,8 @@ def expert_action(env: PickEnv) -> np.ndarray:
 
     Uses privileged state (block positions and the scene's gain), as simulators allow.
     """
-    delta = env.target_position - env.gripper_position
-    if np.linalg.norm(delta) < 0.3 * GRASP_RADIUS:
+    if np.linalg.norm(env.target_position - env.gripper_position) < 0.3 * GRASP_RADIUS:
         return np.array([0.0, 0.0, 1.0], dtype=np.float32)
-    move = np.clip(delta / (STEP_SIZE * env.gain), -1.0, 1.0)
+    marker_goal = _rotate(env.target_position, -env.scene.hand_eye_error_deg)
+    move = np.clip((marker_goal - env.marker_position) / (STEP_SIZE * env.gain), -1.0, 1.0)
     return np.array([move[0], move[1], -1.0], dtype=np.float32)

@@ -44,7 +44,8 @@ class SafetyFilter:
             return self.hold.copy(), False, True
         if not self.config.enabled:
             return action.astype(np.float32, copy=True), False, False
-        command = np.clip(action, self.config.action_low, self.config.action_high).astype(np.float32)
-        clipped = bool((command != action).any())
+        low, high = self.config.action_low, self.config.action_high
+        clipped = bool(((action < low) | (action > high)).any())
+        command = np.clip(action, low, high).astype(np.float32)
         self.counters.clipped += clipped
         return command, clipped, False

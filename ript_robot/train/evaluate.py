@@ -50,7 +50,9 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 def evaluate(
@@ -66,4 +68,6 @@ def evaluate(
         raise ValueError("no episode came back labeled: evaluation needs an env that reports success")
     successes = sum(int(e.reward == 1.0) for e in labeled)
     low, high = wilson_interval(successes, len(labeled), config.confidence)
-    return EvalResult(successes / len(labeled), successes, len(labeled), low, high, config.confidence, config.deterministic)
+    return EvalResult(
+        successes / len(labeled), successes, len(labeled), low, high, config.confidence, config.deterministic
+    )

@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny real policy and the built-in pick env at a small image size."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ript_robot.config import PolicyConfig
+from ript_robot.envs.pick import PickEnv
+from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.types import ActionChunk, Context, Episode, EpisodeMeta, Label
+
+# The tiny models here are far faster on one thread: intra-op threading only adds overhead.
+torch.set_num_threads(1)
+
+IMAGE_SIZE = 32
+TINY = {"hidden_dim": 32, "channels": 4, "keypoints": 4, "chunk_size": 4}
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+def tiny_policy(seed: int = 0, **overrides) -> ChunkedPolicy:
+    """A small ChunkedPolicy for the PickEnv at IMAGE_SIZE, initialized from `seed`."""
+    torch.manual_seed(seed)
+    return ChunkedPolicy(PolicyConfig(**{**TINY, **overrides}), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
+
+
+def make_env(max_steps: int = 40) -> PickEnv:
+    return PickEnv(image_size=IMAGE_SIZE, max_steps=max_steps)
+
+
+def fake_episode(context: Context, reward: float | None, num_chunks: int = 0, chunk_size: int = 4) -> Episode:
+    """A real Episode object with a predetermined label (None: unlabeled)."""
+    label = None if reward is None else Label(success=bool(reward), source="sim")
+    meta = EpisodeMeta(
+        episode_id=f"{context.context_id}-{time.monotonic_ns()}",
+        context=context,
+        policy_version=0,
+        robot_id="test",
+        start_time=0.0,
+        label=label,
+    )
+    chunks = [
+        ActionChunk(np.zeros((chunk_size, 3), np.float32), np.zeros(chunk_size, np.float32)) for _ in range(num_chunks)
+    ]
+    return Episode(meta=meta, steps=[], chunks=chunks, chunk_observations=[])
+
+
+@pytest.fixture
+def policy() -> ChunkedPolicy:
+    return tiny_policy()

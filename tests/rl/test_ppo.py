@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_env, tiny_policy
+
+from ript_robot.config import RIPTConfig, RuntimeConfig
+from ript_robot.envs.pick import make_contexts
+from ript_robot.rl.ppo import build_batch, ppo_loss, ppo_update
+from ript_robot.rl.sampling import Group
+from ript_robot.runtime.loop import run_episodes
+from ript_robot.types import ActionChunk, Episode, EpisodeMeta, Label, StepRecord
+
+CLIP_LOW, CLIP_HIGH = 0.2, 0.28
+
+
+def test_ppo_loss_matches_hand_computation():
+    ratios = [[1.5, 0.5, 1.1], [1.5, 0.5, 1.0]]
+    old = torch.tensor([[0.3, -1.0, 0.0], [-0.2, 0.4, 1.0]])
+    new = (old + torch.log(torch.tensor(ratios))).requires_grad_(True)
+    advantages = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+
+    loss, diag = ppo_loss(new, old, advantages, mask, CLIP_LOW, CLIP_HIGH)
+
+    # adv +1: ratio 1.5 clips to 1.28 (-1.28); 0.5 keeps the unclipped -0.5 (pessimistic max); 1.1 -> -1.1
+    # adv -2: ratio 1.5 keeps 3.0 (unclipped is larger); 0.5 clips to 0.8 -> 1.6; last action masked out
+    expected = (-1.28 - 0.5 - 1.1 + 3.0 + 1.6) / 5
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    # ratios outside [0.8, 1.28] among executed actions: 1.5, 0.5, 1.5, 0.5
+    assert diag["clipfrac"] == pytest.approx(4 / 5, abs=1e-6)
+    executed = [r for row, m in zip(ratios, mask.tolist(), strict=True) for r, k in zip(row, m, strict=True) if k]
+    k3 = sum((r - 1.0) - math.log(r) for r in executed) / len(executed)
+    assert diag["approx_kl"] == pytest.approx(k3, abs=1e-5)
+    assert diag["approx_kl"] >= 0.0
+    assert diag["ratio_mean"] == pytest.approx(sum(executed) / len(executed), abs=1e-5)
+
+    # gradients flow only through unclipped, executed terms: d/dlogp of -adv * ratio is -adv * ratio
+    loss.backward()
+    expected_grad = torch.tensor([[0.0, -0.5, -1.1], [3.0, 0.0, 0.0]]) / 5
+    torch.testing.assert_close(new.grad, expected_grad, atol=1e-5, rtol=0)
+
+
+def test_ppo_loss_at_ratio_one_is_minus_mean_advantage():
+    old = torch.randn(3, 4)
+    advantages = torch.tensor([1.0, -0.5, 0.25])
+    mask = torch.ones(3, 4)
+    loss, diag = ppo_loss(old.clone(), old, advantages, mask, CLIP_LOW, CLIP_HIGH)
+    assert loss.item() == pytest.approx(-advantages.mean().item(), abs=1e-6)
+    assert diag["clipfrac"] == 0.0
+    assert diag["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+    assert diag["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+
+
+def _observations(n: int):
+    env = make_env()
+    contexts = make_contexts("lab_a", range(n), tasks=("pick up the red block",))
+    return contexts, [env.reset(c) for c in contexts]
+
+
+def _episode(context, obs, reward, chunk_steps: list[int], h: int = 4, fill: float = 0.0) -> Episode:
+    """An episode whose chunk k was executed for chunk_steps[k] steps."""
+    label = None if reward is None else Label(success=bool(reward), source="sim")
+    meta = EpisodeMeta(f"{context.context_id}-{fill}", context, 0, "test", 0.0, label=label)
+    chunks = [
+        ActionChunk(np.full((h, 3), fill + k, np.float32), np.full(h, -(fill + k), np.float32))
+        for k in range(len(chunk_steps))
+    ]
+    steps = []
+    for k, n in enumerate(chunk_steps):
+        for _ in range(n):
+            steps.append(StepRecord(len(steps), 0.0, obs, np.zeros(3, np.float32), chunk_index=k))
+    return Episode(meta, steps, chunks, [obs] * len(chunks))
+
+
+def test_build_batch_skips_unlabeled_and_zero_advantage_episodes(policy):
+    contexts, obs = _observations(2)
+    informative = Group(
+        contexts[0],
+        [
+            _episode(contexts[0], obs[0], 1.0, [4, 2], fill=1.0),  # advantage +1
+            _episode(contexts[0], obs[0], 0.0, [3], fill=10.0),  # advantage -1
+            _episode(contexts[0], obs[0], None, [4, 4], fill=20.0),  # unlabeled: skipped
+        ],
+    )
+    uniform = Group(
+        contexts[1],
+        [_episode(contexts[1], obs[1], 1.0, [4], fill=30.0), _episode(contexts[1], obs[1], 1.0, [4], fill=40.0)],
+    )
+    batch = build_batch(policy, [informative, uniform])
+    assert batch is not None
+    assert len(batch) == 3  # two chunks of the success, one of the failure
+    torch.testing.assert_close(batch.advantages, torch.tensor([1.0, 1.0, -1.0]))
+    torch.testing.assert_close(
+        batch.mask, torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    )
+    torch.testing.assert_close(batch.actions[:, 0, 0], torch.tensor([1.0, 2.0, 10.0]))
+    torch.testing.assert_close(batch.old_log_prob[:, 0], torch.tensor([-1.0, -2.0, -10.0]))
+    assert batch.inputs["image"].shape == (3, 32, 32, 3)
+    assert batch.inputs["image"].dtype == torch.uint8
+
+    sub = batch.select(torch.tensor([2]))
+    assert len(sub) == 1
+    torch.testing.assert_close(sub.advantages, torch.tensor([-1.0]))
+
+
+def test_build_batch_without_signal_is_none(policy):
+    contexts, obs = _observations(1)
+    groups = [
+        Group(contexts[0], [_episode(contexts[0], obs[0], r, [4], fill=i) for i, r in enumerate([0.0, 0.0])]),
+        Group(contexts[0], [_episode(contexts[0], obs[0], r, [4], fill=i) for i, r in enumerate([1.0, None])]),
+    ]
+    assert build_batch(policy, groups) is None
+    assert build_batch(policy, []) is None
+
+
+def _rollout_groups(policy, k: int = 4):
+    contexts = make_contexts("lab_a", range(2), tasks=("pick up the red block", "pick up the blue block"))[:2]
+    trials = [c for c in contexts for _ in range(k)]
+    torch.manual_seed(1)
+    episodes = run_episodes([make_env(max_steps=10) for _ in trials], trials, policy, RuntimeConfig(execute_steps=3))
+    groups = []
+    for g, context in enumerate(contexts):
+        members = episodes[g * k : (g + 1) * k]
+        for j, episode in enumerate(members):  # mixed labels so every group carries signal
+            episode.meta.label = Label(success=j % 2 == 0, source="operator")
+        groups.append(Group(context, members))
+    return groups
+
+
+def test_ppo_update_on_real_rollouts():
+    policy = tiny_policy(seed=0)
+    groups = _rollout_groups(policy)
+    batch = build_batch(policy, groups)
+    assert batch is not None
+    before = [p.detach().clone() for p in policy.parameters()]
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    config = RIPTConfig(ppo_epochs=1, minibatch_size=8)
+    out = ppo_update(policy, optimizer, batch, config, torch.Generator().manual_seed(0))
+    # the policy that sampled the batch is the one updated: the ratio starts at 1
+    assert out["initial_ratio_error"] < 1e-4
+    assert out["samples"] == float(len(batch))
+    assert all(math.isfinite(out[k]) for k in ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm"))
+    changed = [not torch.equal(b, p.detach()) for b, p in zip(before, policy.parameters(), strict=True)]
+    assert any(changed)
+
+
+def test_ppo_update_raises_likelihood_of_positive_advantage_actions():
+    policy = tiny_policy(seed=0)
+    batch = build_batch(policy, _rollout_groups(policy))
+    assert batch is not None
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    ppo_update(policy, optimizer, batch, RIPTConfig(ppo_epochs=4, minibatch_size=8), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        delta = ((policy.log_prob(batch.inputs, batch.actions) - batch.old_log_prob) * batch.mask).sum(1)
+        delta = delta / batch.mask.sum(1)
+    positive, negative = delta[batch.advantages > 0].mean(), delta[batch.advantages < 0].mean()
+    assert positive > 0.0
+    assert positive > negative
+
+
+def test_initial_ratio_error_detects_stale_log_probs():
+    policy = tiny_policy(seed=0)
+    batch = build_batch(policy, _rollout_groups(policy))
+    assert batch is not None
+    batch.old_log_prob = batch.old_log_prob + 0.1  # as if another policy had sampled the batch
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    out = ppo_update(policy, optimizer, batch, RIPTConfig(ppo_epochs=1, minibatch_size=64))
+    assert out["initial_ratio_error"] == pytest.approx(1.0 - math.exp(-0.1), abs=1e-4)

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from conftest import fake_episode
+
+from ript_robot.rl.advantage import is_informative
+from ript_robot.rl.sampling import ContextPool, collect_groups
+from ript_robot.types import Context
+
+K = 4
+# Predetermined rewards of the K rollouts of each context.
+REWARDS: dict[str, list[float | None]] = {
+    "mixed_a": [1.0, 0.0, 0.0, 1.0],
+    "mixed_b": [0.0, 0.0, 0.0, 1.0],
+    "all_success": [1.0, 1.0, 1.0, 1.0],
+    "all_failure": [0.0, 0.0, 0.0, 0.0],
+    "unlabeled": [None, None, None, None],
+    "one_label": [1.0, None, None, None],
+    "partly_labeled_mixed": [1.0, None, 0.0, None],
+}
+
+
+def ctx(name: str) -> Context:
+    return Context(context_id=name, instruction="pick up the red block", seed=0)
+
+
+class FakeRollout:
+    """Returns real Episodes whose labels follow REWARDS; records every context it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, contexts: list[Context]) -> list:
+        self.calls.append([c.context_id for c in contexts])
+        episodes = []
+        seen: Counter[str] = Counter()
+        for c in contexts:
+            episodes.append(fake_episode(c, REWARDS[c.context_id][seen[c.context_id] % K]))
+            seen[c.context_id] += 1
+        return episodes
+
+    def groups_seen(self) -> Counter[str]:
+        flat = [cid for call in self.calls for cid in call]
+        return Counter({cid: n // K for cid, n in Counter(flat).items()})
+
+
+def test_mixed_groups_accepted_uniform_rejected_and_replaced():
+    rollout = FakeRollout()
+    pool = ContextPool([ctx(n) for n in ("mixed_a", "mixed_b", "all_success", "all_failure")], seed=3)
+    groups, stats = collect_groups(pool, rollout, K, groups_wanted=2, max_rounds=4)
+    assert {g.context.context_id for g in groups} == {"mixed_a", "mixed_b"}
+    assert all(is_informative(g.rewards) and len(g.episodes) == K for g in groups)
+    seen = rollout.groups_seen()
+    assert stats.accepted == 2
+    assert stats.rejected_all_success == seen["all_success"]
+    assert stats.rejected_all_failure == seen["all_failure"]
+    assert stats.rejected_unlabeled == 0
+    assert stats.rounds == len(rollout.calls)
+    assert len(stats.episodes) == K * sum(seen.values())
+    # each round asks only for the groups still missing
+    assert len(rollout.calls[0]) == 2 * K
+
+
+def test_uniform_group_is_replaced_by_another_context():
+    replaced = 0
+    for seed in range(10):
+        rollout = FakeRollout()
+        pool = ContextPool([ctx(n) for n in ("mixed_a", "all_success", "all_failure", "unlabeled")], seed=seed)
+        groups, stats = collect_groups(pool, rollout, K, groups_wanted=1, max_rounds=4)
+        # one pass over the pool reaches the only informative context within max_rounds
+        assert [g.context.context_id for g in groups] == ["mixed_a"]
+        assert stats.rounds == stats.rejected + 1
+        assert rollout.calls[-1] == ["mixed_a"] * K
+        replaced += stats.rounds > 1
+    assert replaced > 0
+
+
+def test_every_group_uniform_terminates_after_max_rounds():
+    rollout = FakeRollout()
+    pool = ContextPool([ctx("all_success"), ctx("all_failure")], seed=0)
+    groups, stats = collect_groups(pool, rollout, K, groups_wanted=2, max_rounds=3)
+    assert groups == []
+    assert stats.accepted == 0
+    assert stats.rounds == 3
+    # two contexts per round, each round is a full pass over the pool
+    assert stats.rejected_all_success == 3
+    assert stats.rejected_all_failure == 3
+    assert stats.rejected_unlabeled == 0
+    assert stats.rejected == 6
+    assert len(stats.episodes) == 6 * K
+
+
+def test_without_dynamic_sampling_all_groups_are_kept_in_one_round():
+    rollout = FakeRollout()
+    names = ["mixed_a", "all_success", "all_failure", "unlabeled"]
+    pool = ContextPool([ctx(n) for n in names], seed=0)
+    groups, stats = collect_groups(pool, rollout, K, groups_wanted=4, dynamic_sampling=False, max_rounds=4)
+    assert stats.rounds == 1
+    assert len(rollout.calls) == 1
+    assert sorted(g.context.context_id for g in groups) == sorted(names)
+    assert stats.accepted == 4
+    assert stats.rejected == 0
+    assert len(stats.episodes) == 4 * K
+
+
+def test_unlabeled_groups_counted_as_rejected_unlabeled():
+    rollout = FakeRollout()
+    pool = ContextPool([ctx("unlabeled"), ctx("one_label"), ctx("partly_labeled_mixed")], seed=0)
+    groups, stats = collect_groups(pool, rollout, K, groups_wanted=3, max_rounds=1)
+    assert [g.context.context_id for g in groups] == ["partly_labeled_mixed"]
+    assert stats.rejected_unlabeled == 2
+    assert stats.rejected_all_success == 0
+    assert stats.rejected_all_failure == 0
+
+
+def test_rollout_returning_wrong_number_of_episodes_raises():
+    pool = ContextPool([ctx("mixed_a")])
+    with pytest.raises(RuntimeError, match="returned 1 episodes"):
+        collect_groups(pool, lambda cs: [fake_episode(cs[0], 1.0)], K, groups_wanted=1)
+
+
+@pytest.mark.parametrize(("k", "rounds"), [(1, 4), (4, 0)])
+def test_collect_groups_rejects_bad_arguments(k, rounds):
+    with pytest.raises(ValueError):
+        collect_groups(ContextPool([ctx("mixed_a")]), FakeRollout(), k, groups_wanted=1, max_rounds=rounds)
+
+
+def test_context_pool_visits_every_context_before_repeating():
+    contexts = [ctx(f"c{i}") for i in range(5)]
+    pool = ContextPool(contexts, seed=1)
+    assert len(pool) == 5
+    taken = [c.context_id for c in pool.take(2) + pool.take(3)]
+    assert sorted(taken) == sorted(c.context_id for c in contexts)
+    two_passes = [c.context_id for c in pool.take(10)]
+    assert sorted(two_passes[:5]) == sorted(c.context_id for c in contexts)
+    assert sorted(two_passes[5:]) == sorted(c.context_id for c in contexts)
+
+
+def test_context_pool_order_is_seeded():
+    contexts = [ctx(f"c{i}") for i in range(8)]
+    a = [c.context_id for c in ContextPool(contexts, seed=7).take(16)]
+    b = [c.context_id for c in ContextPool(contexts, seed=7).take(16)]
+    assert a == b
+
+
+def test_context_pool_rejects_empty_and_duplicates():
+    with pytest.raises(ValueError, match="empty"):
+        ContextPool([])
+    with pytest.raises(ValueError, match="unique"):
+        ContextPool([ctx("a"), ctx("b"), ctx("a")])

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_env, tiny_policy
+
+from ript_robot.config import SFTConfig
+from ript_robot.envs.demos import record_demonstrations
+from ript_robot.envs.pick import expert_action, make_contexts
+from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
+
+
+def demos(n_seeds: int = 3):
+    env = make_env()
+    return record_demonstrations(env, make_contexts("lab_a", range(n_seeds)), expert_action)
+
+
+def test_chunk_dataset_has_one_sample_per_step_with_padding(policy):
+    episodes = demos(1)
+    dataset = chunk_dataset(policy, episodes)
+    assert len(dataset) == sum(len(e.steps) for e in episodes)
+    first = episodes[0]
+    actions = np.stack([s.action for s in first.steps])
+    np.testing.assert_array_equal(dataset.actions[0].numpy(), actions[:4])
+    # the last sample of the episode repeats its final action past the end
+    last = dataset.actions[len(first.steps) - 1].numpy()
+    np.testing.assert_array_equal(last, np.repeat(actions[-1:], 4, axis=0))
+    assert dataset.inputs["image"].shape[0] == len(dataset)
+
+
+def test_chunk_dataset_without_steps_raises(policy):
+    with pytest.raises(ValueError, match="no demonstration steps"):
+        chunk_dataset(policy, [])
+
+
+def test_behaviour_cloning_reduces_bc_loss_on_expert_demos():
+    policy = tiny_policy(seed=0)
+    dataset = chunk_dataset(policy, demos(3))
+
+    def full_loss() -> float:
+        with torch.no_grad():
+            return policy.bc_loss(dataset.inputs, dataset.actions).item()
+
+    before = full_loss()
+    losses = behaviour_cloning(policy, dataset, SFTConfig(steps=80, batch_size=32, lr=3e-3), seed=0, progress=False)
+    after = full_loss()
+    assert len(losses) == 80
+    assert all(np.isfinite(losses))
+    assert after < before - 0.2
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_behaviour_cloning_is_seeded():
+    dataset = chunk_dataset(tiny_policy(), demos(1))
+    config = SFTConfig(steps=5, batch_size=8, lr=1e-3)
+    a = behaviour_cloning(tiny_policy(seed=1), dataset, config, seed=3, progress=False)
+    b = behaviour_cloning(tiny_policy(seed=1), dataset, config, seed=3, progress=False)
+    assert a == b
+    assert behaviour_cloning(tiny_policy(), dataset, SFTConfig(steps=0), progress=False) == []
