@@ -3,10 +3,13 @@
 A top-down camera looks at four coloured blocks laid out by the context's seed. The
 instruction names one block ("pick up the red block"); the gripper moves in the plane and
 closing it is a single grasp attempt that ends the episode: success when it closes within
-`GRASP_RADIUS` of the named block. Scenes differ in background colour and in the arm's
-controller gain, like two labs with different arms: a policy pretrained in some scenes
-reaches the right block in a new scene but closes short or long of it until it adapts.
-This mirrors RIPT's one-demonstration setting (pretrain elsewhere, one demo of the target).
+`GRASP_RADIUS` of the named block. Scenes differ in background colour, controller gain and
+hand-eye calibration: in the target scene `workcell` the gripper sits 15 degrees (about the
+arena centre) off the marker the camera shows, so a policy pretrained in the other scenes
+reaches for the right block but closes beside it, by more the farther the block is from the
+centre. One demonstration per task cannot teach that position-dependent correction; practice
+over many layouts can. This mirrors RIPT's one-demonstration setting (pretrain elsewhere,
+one demonstration of the target).
 
 Actions are (dx, dy, grip) in [-1, 1]; grip > 0 closes. The state is (x, y, gripper).
 Everything is numpy; one step including rendering a 64x64 image takes tens of microseconds.

@@ -1,0 +1,30 @@
+"""The `ript` command line: config printing and clear failures on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ript_robot.cli import main as ript
+
+
+def test_config_prints_the_resolved_values_with_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ript(["config", "ript.rollouts_per_context=4", "task.image_size=32"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["ript"]["rollouts_per_context"] == 4
+    assert printed["task"]["image_size"] == 32
+
+
+def test_a_misspelled_key_fails_with_the_key_and_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ript(["quickstart", "ript.iteratons=3"]) == 2
+    err = capsys.readouterr().err
+    assert "ript.iteratons" in err and "did you mean 'iterations'" in err
+
+
+def test_eval_of_a_folder_that_is_no_checkpoint_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ript(["eval", str(tmp_path)]) == 2
+    assert "policy.json" in capsys.readouterr().err
