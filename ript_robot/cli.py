@@ -61,6 +61,7 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     contexts = train if args.contexts == "train" else heldout
     sim = SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime)
     result = evaluate(lambda c, det: sim(policy, c, det, desc="eval"), contexts, eval_cfg)
+    sim.close()
     print(f"{args.checkpoint} (policy v{policy.version}) on {len(contexts)} {args.contexts} contexts: {result}")
     if args.json:
         args.json.write_text(json.dumps(result.as_dict(), indent=2))

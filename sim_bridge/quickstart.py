@@ -113,6 +113,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
             kl=f"{metrics.get('approx_kl', float('nan')):.3f}",
         )
     final_heldout = _evaluate(sim, policy, heldout, cfg)
+    sim.close()
     log.log(
         "eval", cfg.ript.iterations, {"train_success": curve_train[-1], "heldout_success": final_heldout.success_rate}
     )

@@ -8,6 +8,7 @@ from ript_robot.config import (
     ConfigError,
     PolicyConfig,
     QuickstartConfig,
+    RIPTConfig,
     SafetyConfig,
     dump_config,
     load_config,
@@ -37,7 +38,7 @@ def test_yaml_values_are_applied(tmp_path):
     assert config.ript.iterations == 3
     assert config.ript.lr == pytest.approx(5e-4)
     assert config.policy.distribution == "laplace"
-    assert config.ript.groups_per_iteration == 32  # untouched default
+    assert config.ript.groups_per_iteration == RIPTConfig().groups_per_iteration  # untouched default
 
 
 def test_unknown_nested_key_names_key_file_and_suggestion(tmp_path):
