@@ -107,10 +107,9 @@ def run_episodes(
     chunk_counts = [0] * n
     step = 0
     while active:
-        replan = [i for i in active if step % config.execute_steps == 0]
-        if replan:
-            planned = policy.act([observations[i] for i in replan], deterministic=deterministic)
-            for i, chunk in zip(replan, planned, strict=True):
+        if step % config.execute_steps == 0:  # envs run in lock step, so all re-plan together
+            planned = policy.act([observations[i] for i in active], deterministic=deterministic)
+            for i, chunk in zip(active, planned, strict=True):
                 chunks[i] = chunk
                 chunk_counts[i] += 1
                 for s in sinks:
