@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 from ript_robot.config import ConfigError, QuickstartConfig, dump_config, load_config
@@ -47,11 +46,9 @@ def _quickstart(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
 
 
 def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
-    from ript_robot.envs.pick import PickEnv
     from ript_robot.policies import load_policy
     from ript_robot.train.evaluate import evaluate
-    from sim_bridge.quickstart import context_sets
-    from sim_bridge.rollouts import SimRollouts
+    from sim_bridge.quickstart import builtin_rollouts, context_sets
 
     policy = load_policy(args.checkpoint)
     eval_cfg = cfg.eval.model_copy(update={"deterministic": not args.sampled})
@@ -59,7 +56,7 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
         eval_cfg.rollouts_per_context = args.rollouts
     train, heldout = context_sets(cfg)
     contexts = train if args.contexts == "train" else heldout
-    sim = SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime)
+    sim = builtin_rollouts(cfg)
     result = evaluate(lambda c, det: sim(policy, c, det, desc="eval"), contexts, eval_cfg)
     sim.close()
     print(f"{args.checkpoint} (policy v{policy.version}) on {len(contexts)} {args.contexts} contexts: {result}")

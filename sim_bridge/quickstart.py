@@ -43,6 +43,11 @@ def context_sets(cfg: QuickstartConfig) -> tuple[list[Context], list[Context]]:
     return train, heldout
 
 
+def builtin_rollouts(cfg: QuickstartConfig) -> SimRollouts:
+    """Batched rollouts on the built-in task as configured."""
+    return SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime)
+
+
 def _evaluate(sim: SimRollouts, policy: Policy, contexts: list[Context], cfg: QuickstartConfig) -> EvalResult:
     return evaluate(lambda c, det: sim(policy, c, det), contexts, cfg.eval)
 
@@ -77,7 +82,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
     (out / "config.yaml").write_text(dump_config(cfg))
     log = MetricsLogger(out)
     train, heldout = context_sets(cfg)
-    sim = SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime)
+    sim = builtin_rollouts(cfg)
 
     if cfg.init_checkpoint is not None:
         policy = load_policy(cfg.init_checkpoint)

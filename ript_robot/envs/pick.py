@@ -140,10 +140,6 @@ class PickEnv(RobotEnv):
     def scene(self) -> Scene:
         return self._scene
 
-    @property
-    def gain(self) -> float:
-        return self._scene.gain
-
     def reset(self, context: Context) -> Observation:
         if context.scene not in SCENES:
             raise ValueError(f"context {context.context_id}: unknown scene {context.scene!r}; known: {sorted(SCENES)}")
@@ -204,5 +200,5 @@ def expert_action(env: PickEnv) -> np.ndarray:
     if np.linalg.norm(env.target_position - env.gripper_position) < 0.3 * GRASP_RADIUS:
         return np.array([0.0, 0.0, 1.0], dtype=np.float32)
     marker_goal = _rotate(env.target_position, -env.scene.hand_eye_error_deg)
-    move = np.clip((marker_goal - env.marker_position) / (STEP_SIZE * env.gain), -1.0, 1.0)
+    move = np.clip((marker_goal - env.marker_position) / (STEP_SIZE * env.scene.gain), -1.0, 1.0)
     return np.array([move[0], move[1], -1.0], dtype=np.float32)
