@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 LabelSource = Literal["sim", "operator", "detector"]
+EpisodeKind = Literal["rollout", "demonstration"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class EpisodeMeta:
     num_steps: int = 0
     end_reason: str = ""
     label: Label | None = None
+    kind: EpisodeKind = "rollout"  # demonstrations (teleoperation, scripted experts) feed SFT, not RIPT
 
 
 @dataclass

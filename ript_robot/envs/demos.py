@@ -30,7 +30,9 @@ def record_demonstrations(
     episodes = []
     for context in contexts:
         obs = env.reset(context)
-        meta = EpisodeMeta(uuid.uuid4().hex, context, policy_version=-1, robot_id="expert", start_time=time.time())
+        meta = EpisodeMeta(
+            uuid.uuid4().hex, context, -1, robot_id="expert", start_time=time.time(), kind="demonstration"
+        )
         steps: list[StepRecord] = []
         for t in range(env.spec.max_steps):
             action = np.asarray(expert(env), dtype=np.float32)

@@ -1,0 +1,188 @@
+"""The store's index: an append-only log of commits and labels, kept as episodes commit.
+
+Finding complete groups must not walk every episode group (10,000 of them on object
+storage would take minutes), so every commit and every label also appends one row to
+the index. Each writing process (a robot, a sim worker, a labeling app) owns its own
+log under `index/<session>/`, cut into segments of at most `segment_rows` rows; the
+open segment is rewritten whole on each append (an atomic object write), and a full
+segment is never touched again. No two processes ever write the same object, so any
+number of robots share one store without locks, on a disk or in a bucket.
+
+An episode is committed exactly when its row is in the index: its arrays were promoted
+to `episodes/<id>` before the row was written. Labels are rows of their own, so an
+operator's label arriving minutes later never rewrites the episode's arrays, and every
+label is kept with who gave it and when (the newest one counts).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ript_robot.data.backend import Backend, StoreError
+from ript_robot.types import Context, EpisodeMeta, Label
+
+INDEX_PREFIX = "index"
+
+
+def label_to_dict(label: Label) -> dict[str, Any]:
+    return {
+        "success": label.success,
+        "source": label.source,
+        "confidence": label.confidence,
+        "labeler": label.labeler,
+        "time": label.time,
+    }
+
+
+def label_from_dict(d: dict[str, Any]) -> Label:
+    return Label(bool(d["success"]), d["source"], float(d["confidence"]), d.get("labeler", ""), float(d["time"]))
+
+
+def meta_to_dict(meta: EpisodeMeta) -> dict[str, Any]:
+    """Episode attributes as plain JSON: the group's zarr attributes and the index row share it."""
+    return {
+        "episode_id": meta.episode_id,
+        "context_id": meta.context.context_id,
+        "instruction": meta.context.instruction,
+        "seed": meta.context.seed,
+        "scene": meta.context.scene,
+        "policy_version": meta.policy_version,
+        "robot_id": meta.robot_id,
+        "start_time": meta.start_time,
+        "end_time": meta.end_time,
+        "num_steps": meta.num_steps,
+        "end_reason": meta.end_reason,
+        "kind": meta.kind,
+        "label": None if meta.label is None else label_to_dict(meta.label),
+    }
+
+
+def meta_from_dict(d: dict[str, Any]) -> EpisodeMeta:
+    return EpisodeMeta(
+        episode_id=d["episode_id"],
+        context=Context(d["context_id"], d["instruction"], int(d["seed"]), d["scene"]),
+        policy_version=int(d["policy_version"]),
+        robot_id=d["robot_id"],
+        start_time=float(d["start_time"]),
+        end_time=d["end_time"],
+        num_steps=int(d["num_steps"]),
+        end_reason=d["end_reason"],
+        label=None if d.get("label") is None else label_from_dict(d["label"]),
+        kind=d.get("kind", "rollout"),
+    )
+
+
+@dataclass
+class EpisodeRecord:
+    """What the index knows about one committed episode; `meta.label` is the newest label."""
+
+    meta: EpisodeMeta
+    committed_at: float
+    labels: list[Label] = field(default_factory=list)  # every label given, oldest first
+
+    @property
+    def episode_id(self) -> str:
+        return self.meta.episode_id
+
+    @property
+    def reward(self) -> float | None:
+        return None if self.meta.label is None else self.meta.label.reward
+
+
+class IndexWriter:
+    """Appends rows to this process's own log; thread-safe."""
+
+    def __init__(self, backend: Backend, session: str | None = None, segment_rows: int = 512):
+        """session: unique per writing process (a fresh one by default); segment_rows: rows per segment (>= 1)."""
+        if segment_rows < 1:
+            raise ValueError(f"segment_rows must be >= 1, got {segment_rows}")
+        self.backend = backend
+        self.session = session or uuid.uuid4().hex
+        self.segment_rows = segment_rows
+        self._segment = 0
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._rows) >= self.segment_rows:
+                self._segment += 1
+                self._rows = []
+            self._rows.append(row)
+            path = f"{INDEX_PREFIX}/{self.session}/{self._segment:06d}.json"
+            self.backend.put(path, json.dumps(self._rows, separators=(",", ":")).encode())
+
+
+class Index:
+    """The resolved view of every log: committed episodes with their newest labels.
+
+    `refresh()` re-reads only the segments that changed since the last call (full segments
+    never change), so a trainer polling the store pays for new rows only.
+    """
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._segments: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+        self.episodes: dict[str, EpisodeRecord] = {}
+
+    def refresh(self) -> Index:
+        changed = False
+        seen = set()
+        for obj in self.backend.list(INDEX_PREFIX + "/"):
+            path = obj["path"]
+            if not path.endswith(".json"):
+                continue
+            seen.add(path)
+            tag = (obj.get("e_tag"), obj["size"], obj["last_modified"])
+            cached = self._segments.get(path)
+            if cached is not None and cached[0] == tag:
+                continue
+            data = self.backend.get(path)
+            if data is None:
+                continue
+            try:
+                rows = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise StoreError(f"index segment {path} is damaged ({exc}); run `ript store verify`") from exc
+            self._segments[path] = (tag, rows)
+            changed = True
+        for path in set(self._segments) - seen:
+            del self._segments[path]
+            changed = True
+        if changed:
+            self._resolve()
+        return self
+
+    def _resolve(self) -> None:
+        episodes: dict[str, EpisodeRecord] = {}
+        labels: list[dict[str, Any]] = []
+        for _, rows in self._segments.values():
+            for row in rows:
+                if row["type"] == "episode":
+                    meta = meta_from_dict(row["meta"])
+                    record = EpisodeRecord(meta, row["committed_at"])
+                    if meta.label is not None:
+                        record.labels.append(meta.label)
+                    episodes[meta.episode_id] = record
+                elif row["type"] == "label":
+                    labels.append(row)
+        for row in sorted(labels, key=lambda r: r["label"]["time"]):
+            record = episodes.get(row["episode_id"])
+            if record is not None:
+                record.labels.append(label_from_dict(row["label"]))
+        for record in episodes.values():
+            record.labels.sort(key=lambda label: label.time)
+            record.meta.label = record.labels[-1] if record.labels else None
+        self.episodes = episodes
+
+
+def episode_row(meta: EpisodeMeta, committed_at: float) -> dict[str, Any]:
+    return {"type": "episode", "meta": meta_to_dict(meta), "committed_at": committed_at}
+
+
+def label_row(episode_id: str, label: Label) -> dict[str, Any]:
+    return {"type": "label", "episode_id": episode_id, "label": label_to_dict(label)}

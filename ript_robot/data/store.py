@@ -1,0 +1,321 @@
+"""The episode store: the one channel between robots (or sim workers) and the trainer.
+
+Robots commit episodes through an `EpisodeWriter`; labels arrive later through
+`add_label`; the trainer asks for `complete_groups` (K labeled rollouts of one context
+from the policy versions it accepts) and reads their arrays. Everything lives under one
+root, a local directory or an S3-compatible bucket prefix:
+
+    ript_store.json        format marker
+    zarr.json              root zarr group, so `zarr.open_group(root)` works
+    episodes/<id>/         committed episodes (see `ript_robot.data.writer` for the arrays)
+    staging/<id>/          episodes being written (never read)
+    index/<session>/*.json append-only logs of commits and labels (see `ript_robot.data.index`)
+    policies/, schedule/   published policies and the trainer's schedule
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ript_robot.data.backend import Backend, StoreError
+from ript_robot.data.index import Index, IndexWriter, EpisodeRecord, label_row, label_to_dict, meta_from_dict
+from ript_robot.data.writer import EpisodeWriter
+from ript_robot.types import ActionChunk, Context, Episode, Label, Observation, StepRecord
+
+FORMAT = 1
+MARKER = "ript_store.json"
+
+
+class EpisodeCorrupt(StoreError):
+    """An episode's arrays cannot be read back intact."""
+
+
+@dataclass
+class StoredGroup:
+    """K committed, labeled rollouts of one context, as the index describes them."""
+
+    context: Context
+    records: list[EpisodeRecord]
+
+    @property
+    def rewards(self) -> list[float | None]:
+        return [r.reward for r in self.records]
+
+
+@dataclass
+class VerifyReport:
+    """What `EpisodeStore.verify` found."""
+
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)  # committed episodes that are damaged
+    uncommitted: list[str] = field(default_factory=list)  # left in staging by a crashed writer (invisible)
+    unindexed: list[str] = field(default_factory=list)  # promoted but never indexed (invisible)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class EpisodeStore:
+    """Open (or create) a store at a local path or s3://bucket/prefix."""
+
+    def __init__(self, uri: str | Path, create: bool = True, options: dict[str, Any] | None = None):
+        self.backend = Backend(uri, options)
+        self.uri = self.backend.uri
+        marker = self.backend.get_json(MARKER)
+        if marker is None:
+            if not create:
+                raise StoreError(f"{self.uri} is not a ript-robot store (no {MARKER}); create one with `ript actor`")
+            root = zarr.open_group(self.backend.zarr, mode="a")
+            root.attrs.update({"ript_store": {"format": FORMAT}})
+            self.backend.create(MARKER, f'{{"format": {FORMAT}, "created": {time.time()}}}'.encode())
+        elif marker.get("format") != FORMAT:
+            raise StoreError(f"{self.uri} has store format {marker.get('format')}; this ript-robot reads {FORMAT}")
+        self.index = Index(self.backend)
+        self._index_writer: IndexWriter | None = None
+
+    @property
+    def index_writer(self) -> IndexWriter:
+        """This process's log in the index (created on first use)."""
+        if self._index_writer is None:
+            self._index_writer = IndexWriter(self.backend)
+        return self._index_writer
+
+    def writer(self, **options: Any) -> EpisodeWriter:
+        """A background episode writer; options go to `EpisodeWriter` (chunk_frames, compressor...)."""
+        return EpisodeWriter(self, **options)
+
+    def write_episode(self, episode: Episode, writer: EpisodeWriter | None = None) -> str:
+        """Store an episode held in memory (imports, tests); returns its id once committed."""
+        own = writer is None
+        w = writer or self.writer()
+        w.begin(episode.meta)
+        sent = 0
+        for record in episode.steps:
+            while sent < len(episode.chunks) and sent <= record.chunk_index:
+                w.add_chunk(episode.meta.episode_id, episode.chunks[sent], episode.chunk_observations[sent])
+                sent += 1
+            w.add_step(episode.meta.episode_id, record)
+        w.end(episode.meta)
+        if own:
+            w.close()
+            if w.failures:
+                raise StoreError(w.failures[0])
+        return episode.meta.episode_id
+
+    # --- reading ---
+
+    def refresh(self) -> EpisodeStore:
+        """Pick up commits and labels written since the last call."""
+        self.index.refresh()
+        return self
+
+    def records(self, kind: str | None = "rollout") -> list[EpisodeRecord]:
+        """Committed episodes (of one kind, or all with kind=None), oldest commit first."""
+        records = [r for r in self.index.episodes.values() if kind is None or r.meta.kind == kind]
+        return sorted(records, key=lambda r: r.committed_at)
+
+    def complete_groups(
+        self,
+        rollouts_per_context: int,
+        min_version: int | None = None,
+        max_version: int | None = None,
+        exclude: Iterable[str] = (),
+        contexts: Iterable[str] | None = None,
+    ) -> list[StoredGroup]:
+        """Groups of K labeled rollouts of one context, from policy versions in [min, max].
+
+        A context with 2K eligible episodes gives two groups; leftovers wait for more. Episodes
+        in `exclude` (already used) are skipped; `contexts` restricts to those context ids.
+        """
+        skip = set(exclude)
+        wanted = None if contexts is None else set(contexts)
+        by_context: dict[str, list[EpisodeRecord]] = defaultdict(list)
+        for record in self.records():
+            m = record.meta
+            if record.episode_id in skip or m.label is None:
+                continue
+            if (min_version is not None and m.policy_version < min_version) or (
+                max_version is not None and m.policy_version > max_version
+            ):
+                continue
+            if wanted is not None and m.context.context_id not in wanted:
+                continue
+            by_context[m.context.context_id].append(record)
+        k = rollouts_per_context
+        groups = []
+        for records in by_context.values():
+            for begin in range(0, len(records) - k + 1, k):
+                groups.append(StoredGroup(records[begin].meta.context, records[begin : begin + k]))
+        return groups
+
+    def _group(self, episode_id: str) -> zarr.Group:
+        try:
+            return zarr.open_group(self.backend.zarr, path=f"episodes/{episode_id}", mode="r")
+        except FileNotFoundError as exc:
+            raise EpisodeCorrupt(f"episode {episode_id} is in the index but its group is missing") from exc
+
+    def read_episode(self, episode_id: str) -> Episode:
+        """Load a committed episode's arrays into an `Episode` (raises EpisodeCorrupt when damaged)."""
+        record = self.index.episodes.get(episode_id)
+        if record is None:
+            raise StoreError(f"no committed episode {episode_id} in {self.uri}")
+        group = self._group(episode_id)
+        try:
+            attrs = dict(group.attrs["ript_episode"])
+            arrays = {name: _read(group, name) for name in ("state", "actions", "timestamps")}
+            cameras = sorted(group["images"].array_keys()) if "images" in group else []
+            images = {cam: _read(group, f"images/{cam}") for cam in cameras}
+            chunked = "chunk_actions" in group
+            chunk_actions = _read(group, "chunk_actions") if chunked else np.zeros((0, 0, 0), np.float32)
+            chunk_log_prob = _read(group, "chunk_log_prob") if chunked else np.zeros((0, 0), np.float32)
+        except EpisodeCorrupt:
+            raise
+        except Exception as exc:
+            raise EpisodeCorrupt(f"episode {episode_id} cannot be read: {type(exc).__name__}: {exc}") from exc
+        meta = record.meta
+        starts = list(attrs.get("chunk_starts", []))
+        clipped = set(attrs.get("safety_clipped_steps", []))
+        chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(meta.num_steps), side="right") - 1
+        steps = []
+        for t in range(len(arrays["state"])):
+            obs = Observation(
+                {cam: images[cam][t] for cam in cameras},
+                arrays["state"][t],
+                meta.context.instruction,
+                float(arrays["timestamps"][t]),
+            )
+            chunk = int(chunk_of_step[t]) if starts else 0
+            steps.append(StepRecord(t, float(arrays["timestamps"][t]), obs, arrays["actions"][t], chunk, t in clipped))
+        chunks = [ActionChunk(chunk_actions[c], chunk_log_prob[c], meta.policy_version) for c in range(len(starts))]
+        return Episode(meta, steps, chunks, [steps[s].observation for s in starts])
+
+    def read_episodes(self, episode_ids: Iterable[str]) -> list[Episode]:
+        """Load several episodes; a damaged one is skipped with a warning naming it."""
+        episodes = []
+        for episode_id in episode_ids:
+            try:
+                episodes.append(self.read_episode(episode_id))
+            except EpisodeCorrupt as exc:
+                warnings.warn(f"skipping {exc}; run `ript store verify {self.uri}`", stacklevel=2)
+        return episodes
+
+    # --- labels ---
+
+    def add_label(self, episode_id: str, label: Label) -> None:
+        """Attach a label to a committed episode, keeping earlier ones; its arrays are not touched.
+
+        The label goes to the index (what the trainer reads), and the episode group's
+        attributes are updated too, so a plain zarr reader sees the newest label.
+        """
+        if episode_id not in self.index.episodes:
+            self.refresh()
+        if episode_id not in self.index.episodes:
+            raise StoreError(f"cannot label {episode_id}: no committed episode with that id in {self.uri}")
+        self.index_writer.append(label_row(episode_id, label))
+        group = zarr.open_group(self.backend.zarr, path=f"episodes/{episode_id}", mode="r+")
+        attrs = dict(group.attrs["ript_episode"])
+        attrs["label"] = label_to_dict(label)
+        group.attrs.update({"ript_episode": attrs})
+        self.refresh()
+
+    # --- integrity ---
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Read every committed episode back in full and check it against its attributes."""
+        self.refresh()
+        report = VerifyReport()
+        records = self.records(kind=None)
+        for i, record in enumerate(records):
+            report.checked += 1
+            problem = self._check(record)
+            if problem:
+                report.problems.append(problem)
+            if progress is not None:
+                progress(i + 1, len(records))
+        report.uncommitted = self.backend.children("staging")
+        report.unindexed = sorted(set(self.backend.children("episodes")) - set(self.index.episodes))
+        return report
+
+    def _check(self, record: EpisodeRecord) -> str | None:
+        episode_id = record.episode_id
+        try:
+            group = self._group(episode_id)
+            attrs = group.attrs["ript_episode"]
+            if meta_from_dict(attrs).context.context_id != record.meta.context.context_id:
+                return f"episode {episode_id}: attributes disagree with the index"
+            names = ["state", "actions", "timestamps"]
+            if "images" in group:
+                names += [f"images/{cam}" for cam in group["images"].array_keys()]
+            if "chunk_actions" in group:
+                names += ["chunk_actions", "chunk_log_prob"]
+            for name in names:
+                array = group[name]
+                expected = len(attrs["chunk_starts"]) if name.startswith("chunk_") else record.meta.num_steps
+                if array.shape[0] != expected:
+                    return f"episode {episode_id}: '{name}' has {array.shape[0]} rows, expected {expected}"
+                _read(group, name)
+        except EpisodeCorrupt as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"episode {episode_id}: {type(exc).__name__}: {exc}"
+        return None
+
+    def info(self) -> dict[str, Any]:
+        """Counts for `ript store info`: episodes, contexts, labels, success per policy version."""
+        self.refresh()
+        records = self.records(kind=None)
+        per_version: dict[int, list[float]] = defaultdict(list)
+        unlabeled = 0
+        for r in records:
+            if r.meta.kind != "rollout":
+                continue
+            if r.reward is None:
+                unlabeled += 1
+            else:
+                per_version[r.meta.policy_version].append(r.reward)
+        sources: dict[str, int] = defaultdict(int)
+        for r in records:
+            if r.meta.label is not None:
+                sources[r.meta.label.source] += 1
+        return {
+            "uri": self.uri,
+            "episodes": len(records),
+            "rollouts": sum(r.meta.kind == "rollout" for r in records),
+            "demonstrations": sum(r.meta.kind == "demonstration" for r in records),
+            "contexts": len({r.meta.context.context_id for r in records}),
+            "robots": sorted({r.meta.robot_id for r in records}),
+            "unlabeled_rollouts": unlabeled,
+            "label_sources": dict(sources),
+            "success_per_version": {
+                v: {"episodes": len(rs), "success": float(np.mean(rs))} for v, rs in sorted(per_version.items())
+            },
+        }
+
+
+def _read(group: zarr.Group, name: str) -> np.ndarray:
+    """Read a whole array; on failure, find and name the damaged chunk."""
+    array = group[name]
+    assert isinstance(array, zarr.Array)
+    try:
+        return np.asarray(array[...])
+    except Exception as exc:
+        rows = array.chunks[0]
+        for begin in range(0, array.shape[0], rows):
+            try:
+                array[begin : begin + rows]
+            except Exception as chunk_exc:
+                raise EpisodeCorrupt(
+                    f"episode {group.path.rsplit('/', 1)[-1]}: '{name}' chunk {begin // rows} "
+                    f"(rows {begin}-{min(begin + rows, array.shape[0]) - 1}) is damaged: {chunk_exc}"
+                ) from chunk_exc
+        raise EpisodeCorrupt(f"episode {group.path}: '{name}' cannot be read: {exc}") from exc

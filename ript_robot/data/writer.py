@@ -1,0 +1,238 @@
+"""The episode writer: an `EpisodeSink` that stores episodes without ever stalling a tick.
+
+The control thread only puts references on a queue (a few microseconds per call); a
+background thread does the copying, compression and I/O. Each episode is written under
+`staging/<id>`, streamed in blocks of `flush_frames` steps so a long episode never
+piles up in memory, and committed when it ends: its folder is promoted to
+`episodes/<id>` and then its row is appended to the index. A crash at any point before
+that row leaves the episode invisible to every reader (`ript store verify` lists what
+was left in staging).
+
+Layout of one episode group, readable with a plain `zarr.open_group`:
+    images/<camera>  uint8 (T, H, W, 3)   chunked along time, blosc-compressed
+    state            float32 (T, S)       proprioception at each step
+    actions          float32 (T, A)       command sent after the safety filter
+    timestamps       float64 (T,)         wall-clock time of each step, seconds
+    chunk_actions    float32 (C, H, A)    each action chunk as sampled by the policy
+    chunk_log_prob   float32 (C, H)       per-action log-probability under the sampling policy
+    attributes       the `EpisodeMeta` fields, `chunk_starts` (step at which each chunk was
+                     planned: its observation), `safety_clipped_steps`
+Every chunk of every array carries a CRC32C checksum, so corruption is detected on read.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from ript_robot.data.index import episode_row, meta_to_dict
+from ript_robot.types import ActionChunk, EpisodeMeta, Observation, StepRecord
+
+if TYPE_CHECKING:
+    from ript_robot.data.store import EpisodeStore
+
+log = logging.getLogger(__name__)
+
+STEP_ARRAYS = ("state", "actions", "timestamps")
+
+
+@dataclass
+class _Staged:
+    """One episode being written: what is buffered and what already went to the store."""
+
+    meta: EpisodeMeta
+    images: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    steps: dict[str, list[np.ndarray]] = field(default_factory=lambda: {name: [] for name in STEP_ARRAYS})
+    chunk_actions: list[np.ndarray] = field(default_factory=list)
+    chunk_log_prob: list[np.ndarray] = field(default_factory=list)
+    chunk_starts: list[int] = field(default_factory=list)
+    clipped: list[int] = field(default_factory=list)
+    received: int = 0  # steps received
+    written: int = 0  # steps already in the store
+    group: zarr.Group | None = None
+
+
+class EpisodeWriter:
+    """Writes episodes to an `EpisodeStore` from a background thread.
+
+    chunk_frames: steps per stored chunk of the camera arrays (>= 1).
+    flush_frames: steps buffered before a block is written (a multiple of chunk_frames).
+    compressor: blosc codec name ('lz4' is fast, 'zstd' smaller); clevel: 1..9.
+    """
+
+    def __init__(
+        self,
+        store: EpisodeStore,
+        chunk_frames: int = 16,
+        flush_frames: int = 64,
+        compressor: str = "lz4",
+        clevel: int = 5,
+    ):
+        if chunk_frames < 1 or flush_frames < chunk_frames or flush_frames % chunk_frames:
+            raise ValueError(
+                f"need chunk_frames >= 1 and flush_frames a multiple of it, got {chunk_frames} and {flush_frames}"
+            )
+        self.store = store
+        self.chunk_frames = chunk_frames
+        self.flush_frames = flush_frames
+        self._image_codecs = [BloscCodec(cname=compressor, clevel=clevel, shuffle="noshuffle"), Crc32cCodec()]
+        self._codecs = [BloscCodec(cname=compressor, clevel=clevel, shuffle="shuffle"), Crc32cCodec()]
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._open: dict[str, _Staged] = {}
+        self._pending = 0
+        self._idle = threading.Condition()
+        self.committed: list[str] = []
+        self.failures: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
+        self._thread.start()
+
+    # --- EpisodeSink: called on the control thread, never blocks on I/O ---
+
+    def begin(self, meta: EpisodeMeta) -> None:
+        self._put(("begin", meta))
+
+    def add_chunk(self, episode_id: str, chunk: ActionChunk, observation: Observation) -> None:
+        self._put(("chunk", episode_id, chunk))
+
+    def add_step(self, episode_id: str, record: StepRecord) -> None:
+        self._put(("step", episode_id, record))
+
+    def end(self, meta: EpisodeMeta) -> None:
+        self._put(("end", meta))
+
+    # --- control ---
+
+    @property
+    def backlog(self) -> int:
+        """Queued calls not yet handled by the writer thread."""
+        return self._pending
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every episode ended so far is committed (or failed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"episode writer still has {self._pending} queued calls after {timeout} s")
+                self._idle.wait(remaining)
+
+    def close(self) -> None:
+        """Flush, then stop the thread. Episodes begun but not ended stay uncommitted."""
+        self.flush()
+        self._queue.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(item)
+
+    # --- writer thread ---
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._handle(item)
+            except Exception as exc:  # one bad episode must not stop the writer
+                episode_id = item[1].episode_id if item[0] in ("begin", "end") else item[1]
+                self._open.pop(episode_id, None)
+                message = f"episode {episode_id} was not stored: {type(exc).__name__}: {exc}"
+                log.error(message)
+                self.failures.append(message)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if not self._pending:
+                        self._idle.notify_all()
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "begin":
+            meta: EpisodeMeta = item[1]
+            self._open[meta.episode_id] = _Staged(meta)
+            return
+        if kind == "end":
+            self._commit(item[1])
+            return
+        staged = self._open.get(item[1])
+        if staged is None:  # the episode failed earlier; its remaining calls are dropped
+            return
+        if kind == "chunk":
+            chunk: ActionChunk = item[2]
+            staged.chunk_actions.append(np.asarray(chunk.actions, np.float32))
+            staged.chunk_log_prob.append(np.asarray(chunk.step_log_prob, np.float32))
+            staged.chunk_starts.append(staged.received)
+        else:
+            record: StepRecord = item[2]
+            for camera, image in record.observation.images.items():
+                staged.images.setdefault(camera, []).append(image)
+            staged.steps["state"].append(np.asarray(record.observation.state, np.float32))
+            staged.steps["actions"].append(np.asarray(record.action, np.float32))
+            staged.steps["timestamps"].append(np.float64(record.timestamp))
+            if record.safety_clipped:
+                staged.clipped.append(record.step)
+            staged.received += 1
+            if staged.received - staged.written >= self.flush_frames:
+                self._flush_steps(staged)
+
+    def _flush_steps(self, staged: _Staged) -> None:
+        """Write the buffered steps: create the arrays on the first block, append afterwards."""
+        if staged.received == staged.written:
+            return
+        if staged.group is None:
+            staged.group = zarr.open_group(self.store.backend.zarr, path=_staging(staged.meta.episode_id), mode="w")
+        blocks = {f"images/{cam}": np.stack(frames) for cam, frames in staged.images.items()}
+        blocks.update({name: np.stack(values) for name, values in staged.steps.items()})
+        for name, block in blocks.items():
+            if staged.written == 0:
+                image = name.startswith("images/")
+                staged.group.create_array(
+                    name,
+                    data=block,
+                    chunks=(self.chunk_frames if image else 1024, *block.shape[1:]),
+                    compressors=self._image_codecs if image else self._codecs,
+                )
+            else:
+                array = staged.group[name]
+                assert isinstance(array, zarr.Array)
+                array.append(block, axis=0)
+        staged.images = {cam: [] for cam in staged.images}
+        staged.steps = {name: [] for name in STEP_ARRAYS}
+        staged.written = staged.received
+
+    def _commit(self, meta: EpisodeMeta) -> None:
+        staged = self._open.pop(meta.episode_id)
+        staged.meta = meta
+        self._flush_steps(staged)
+        if staged.group is None:  # an episode that ended before its first step
+            staged.group = zarr.open_group(self.store.backend.zarr, path=_staging(meta.episode_id), mode="w")
+        if staged.chunk_actions:
+            for name, values in (("chunk_actions", staged.chunk_actions), ("chunk_log_prob", staged.chunk_log_prob)):
+                block = np.stack(values)
+                staged.group.create_array(name, data=block, chunks=block.shape, compressors=self._codecs)
+        attrs = meta_to_dict(meta)
+        attrs["chunk_starts"] = staged.chunk_starts
+        attrs["safety_clipped_steps"] = staged.clipped
+        staged.group.attrs.update({"ript_episode": attrs})
+        self.store.backend.promote(_staging(meta.episode_id), f"episodes/{meta.episode_id}")
+        self.store.index_writer.append(episode_row(meta, time.time()))
+        self.committed.append(meta.episode_id)
+
+
+def _staging(episode_id: str) -> str:
+    return f"staging/{episode_id}"
