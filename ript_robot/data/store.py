@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 
 from ript_robot.data.backend import Backend, StoreError
-from ript_robot.data.index import Index, IndexWriter, EpisodeRecord, label_row, label_to_dict, meta_from_dict
+from ript_robot.data.index import EpisodeRecord, Index, IndexWriter, label_row, label_to_dict, meta_from_dict
 from ript_robot.data.writer import EpisodeWriter
 from ript_robot.types import ActionChunk, Context, Episode, Label, Observation, StepRecord
 
