@@ -1,4 +1,4 @@
-"""The `ript` command line: the main job, evaluation and config inspection.
+"""The `ript` command line: the main job, the trainer and actors, the store, evaluation, config.
 
 Every command takes `--config FILE` (YAML) and trailing `key.sub=value` overrides; both
 are validated against the same typed config the code uses, so a typo is an error that
@@ -11,9 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ript_robot.config import ConfigError, QuickstartConfig, dump_config, load_config
+from ript_robot.data.backend import StoreError
 from ript_robot.policies import CheckpointError
+
+if TYPE_CHECKING:
+    from ript_robot.data.store import EpisodeStore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +34,27 @@ def _parser() -> argparse.ArgumentParser:
     qs = add("quickstart", "pretrain, SFT from one demo per task, then RIPT on the built-in task")
     qs.add_argument("--quiet", action="store_true", help="no progress bars")
     ev = add("eval", "success rate of a checkpoint on the built-in task, with a confidence interval")
-    ev.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + policy.json)")
+    ev.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint folder (model.safetensors + policy.json)")
+    ev.add_argument("--store", help="evaluate a policy published in this store instead (the latest by default)")
+    ev.add_argument("--version", type=int, help="with --store: the policy version to evaluate")
     ev.add_argument("--contexts", choices=["train", "heldout"], default="heldout", help="which context set")
     ev.add_argument("--sampled", action="store_true", help="sample actions instead of the mean")
     ev.add_argument("--rollouts", type=int, default=None, help="rollouts per context")
     ev.add_argument("--json", type=Path, help="also write the result as JSON here")
+    tr = add("train", "the off-board trainer: RIPT updates from groups that actors commit to the store")
+    tr.add_argument("--store", help="store URI (default: store.uri of the config)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    ac = add("actor", "a simulated actor on the built-in task: claims scheduled rollouts, commits them")
+    ac.add_argument("--store", help="store URI (default: store.uri of the config)")
+    ac.add_argument("--max-episodes", type=int, help="stop after this many episodes (default: when training ends)")
+    ac.add_argument("--quiet", action="store_true", help="no progress bars")
+    st = add("store", "inspect, verify and export an episode store")
+    st.add_argument("action", choices=["info", "list", "verify", "export"], help="what to do")
+    st.add_argument("--store", help="store URI (default: store.uri of the config)")
+    st.add_argument("--episode", help="export: the episode id (a unique prefix is enough)")
+    st.add_argument("--out", type=Path, help="export: output video file (.mp4)")
+    st.add_argument("--fps", type=float, default=10.0, help="export: frames per second of the video")
+    st.add_argument("--limit", type=int, default=50, help="list: newest episodes shown")
     add("config", "print the resolved configuration as YAML")
     return parser
 
@@ -50,7 +71,15 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     from ript_robot.train.evaluate import evaluate
     from sim_bridge.quickstart import builtin_rollouts, context_sets
 
-    policy = load_policy(args.checkpoint)
+    if args.store:
+        from ript_robot.data.backend import Backend
+        from ript_robot.data.checkpoints import load_published
+
+        policy, source = load_published(Backend(args.store), args.version), args.store
+    elif args.checkpoint is not None:
+        policy, source = load_policy(args.checkpoint), str(args.checkpoint)
+    else:
+        raise ConfigError("give a checkpoint folder or --store URI")
     eval_cfg = cfg.eval.model_copy(update={"deterministic": not args.sampled})
     if args.rollouts is not None:
         eval_cfg.rollouts_per_context = args.rollouts
@@ -59,9 +88,97 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     sim = builtin_rollouts(cfg)
     result = evaluate(lambda c, det: sim(policy, c, det, desc="eval"), contexts, eval_cfg)
     sim.close()
-    print(f"{args.checkpoint} (policy v{policy.version}) on {len(contexts)} {args.contexts} contexts: {result}")
+    print(f"{source} (policy v{policy.version}) on {len(contexts)} {args.contexts} contexts: {result}")
     if args.json:
-        args.json.write_text(json.dumps(result.as_dict(), indent=2))
+        args.json.write_text(json.dumps({**result.as_dict(), "policy_version": policy.version}, indent=2))
+
+
+def _store(cfg: QuickstartConfig, args: argparse.Namespace) -> EpisodeStore:
+    from ript_robot.data.store import EpisodeStore
+
+    if args.store:
+        cfg.store.uri = args.store
+    return EpisodeStore(cfg.store.uri, create=args.command in ("train", "actor"))
+
+
+def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
+    import torch
+
+    from ript_robot.data.checkpoints import latest_version
+    from ript_robot.policies import load_policy
+    from ript_robot.train.logging import MetricsLogger
+    from ript_robot.train.service import StoreTrainer
+    from sim_bridge.quickstart import context_sets, pretrain_and_sft
+
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    store = _store(cfg, args)
+    cfg.trainer.output_dir.mkdir(parents=True, exist_ok=True)
+    log = MetricsLogger(cfg.trainer.output_dir)
+    initial = None
+    if latest_version(store.backend) is None:  # a new store: start from a checkpoint, or pretrain + SFT
+        initial = (
+            load_policy(cfg.init_checkpoint) if cfg.init_checkpoint else pretrain_and_sft(cfg, log, not args.quiet)
+        )
+    train, _ = context_sets(cfg)
+    trainer = StoreTrainer(store, train, cfg.ript, cfg.trainer, cfg.seed, log)
+    resumed = trainer.start(initial)
+    assert trainer.policy is not None
+    print(
+        f"{'resumed' if resumed else 'started'} at policy v{trainer.policy.version} in {store.uri}; "
+        f"{len(trainer.consumed)} episodes already used",
+        file=sys.stderr,
+    )
+    history = trainer.run(cfg.ript.iterations, progress=not args.quiet)
+    log.close()
+    for m in history:
+        print(json.dumps({k: m.get(k) for k in ("policy_version", "rollout_success", "episodes", "groups_accepted")}))
+
+
+def _actor(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
+    from sim_bridge.actor import run_actor
+
+    report = run_actor(cfg, _store(cfg, args), args.max_episodes, progress=not args.quiet)
+    print(json.dumps({"episodes": report.episodes, "policy_versions": report.policy_versions}))
+    if report.failures:
+        raise StoreError(f"{len(report.failures)} episodes were not stored; first: {report.failures[0]}")
+
+
+def _store_command(cfg: QuickstartConfig, args: argparse.Namespace) -> int:
+    store = _store(cfg, args).refresh()
+    if args.action == "info":
+        print(json.dumps(store.info(), indent=2))
+    elif args.action == "list":
+        print(f"{'episode':34} {'context':28} {'v':>4} {'robot':10} {'steps':>5} label")
+        for r in store.records(kind=None)[-args.limit :]:
+            m = r.meta
+            label = "-" if m.label is None else f"{'success' if m.label.success else 'failure'} ({m.label.source})"
+            print(
+                f"{m.episode_id:34} {m.context.context_id:28} {m.policy_version:>4} {m.robot_id:10} "
+                f"{m.num_steps:>5} {label}"
+            )
+    elif args.action == "verify":
+        report = store.verify()
+        for problem in report.problems:
+            print(f"DAMAGED  {problem}")
+        for name in report.uncommitted:
+            print(f"staging  {name}: never committed (a writer stopped mid-episode); invisible to readers")
+        for name in report.unindexed:
+            print(f"orphan   {name}: promoted but not indexed (a writer stopped at commit); invisible to readers")
+        print(f"{report.checked} committed episodes checked, {len(report.problems)} damaged")
+        return 0 if report.ok else 1
+    elif args.action == "export":
+        from ript_robot.data.video import export_video
+
+        if not args.episode or not args.out:
+            raise ConfigError("store export needs --episode ID and --out FILE.mp4")
+        matches = [i for i in store.index.episodes if i.startswith(args.episode)]
+        if len(matches) != 1:
+            raise StoreError(f"{len(matches)} episodes match {args.episode!r}; give a longer prefix")
+        path = export_video(store.read_episode(matches[0]), args.out, args.fps)
+        print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             _quickstart(cfg, args)
         elif args.command == "eval":
             _eval(cfg, args)
-    except (ConfigError, CheckpointError) as exc:
+        elif args.command == "train":
+            _train(cfg, args)
+        elif args.command == "actor":
+            _actor(cfg, args)
+        elif args.command == "store":
+            return _store_command(cfg, args)
+    except (ConfigError, CheckpointError, StoreError) as exc:
         print(f"ript {args.command}: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -116,6 +116,45 @@ class EvalConfig(ConfigModel):
     confidence: float = Field(0.95, gt=0.0, lt=1.0, description="confidence level of the Wilson interval")
 
 
+class StoreConfig(ConfigModel):
+    """The episode store shared by actors and the trainer (see `ript_robot.data`)."""
+
+    uri: str = Field("runs/store", description="local directory or s3://bucket/prefix (S3 settings from AWS_* env)")
+    chunk_frames: int = Field(16, ge=1, description="time steps per stored chunk of camera images")
+    flush_frames: int = Field(
+        64, ge=1, description="steps buffered per block the writer streams (a multiple of chunk_frames)"
+    )
+    compressor: Literal["lz4", "zstd", "blosclz"] = Field("lz4", description="blosc codec of the episode arrays")
+    clevel: int = Field(5, ge=1, le=9, description="compression level")
+
+    @model_validator(mode="after")
+    def _flush_in_whole_chunks(self) -> StoreConfig:
+        if self.flush_frames % self.chunk_frames:
+            raise ValueError(
+                f"flush_frames ({self.flush_frames}) must be a multiple of chunk_frames ({self.chunk_frames})"
+            )
+        return self
+
+
+class TrainerConfig(ConfigModel):
+    """The off-board trainer service (`ript train`)."""
+
+    max_staleness: int = Field(0, ge=0, description="accept rollouts from policy versions >= current - max_staleness")
+    poll_s: float = Field(0.5, gt=0.0, description="seconds between looks at the store while waiting for groups")
+    stall_timeout_s: float = Field(
+        300.0, gt=0.0, description="re-schedule waiting contexts after this long with no new group"
+    )
+    output_dir: Path = Field(Path("runs/train"), description="metrics.jsonl and tensorboard/ of the trainer")
+
+
+class ActorConfig(ConfigModel):
+    """A worker that claims scheduled rollouts and commits them to the store (`ript actor`)."""
+
+    robot_id: str = Field("sim-0", description="name recorded with every episode this actor writes")
+    max_envs: int = Field(64, ge=1, description="slots claimed (and simulators stepped in lock step) at a time")
+    poll_s: float = Field(0.5, gt=0.0, description="seconds between looks at the schedule when there is no work")
+
+
 class QuickstartConfig(ConfigModel):
     """The main job: pretrain, SFT from one demonstration per task, then RIPT."""
 
@@ -132,6 +171,9 @@ class QuickstartConfig(ConfigModel):
     sft: SFTConfig = Field(default_factory=lambda: SFTConfig(steps=400, lr=3e-4))
     ript: RIPTConfig = Field(default_factory=RIPTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    actor: ActorConfig = Field(default_factory=ActorConfig)
 
 
 C = TypeVar("C", bound=ConfigModel)

@@ -43,9 +43,9 @@ def context_sets(cfg: QuickstartConfig) -> tuple[list[Context], list[Context]]:
     return train, heldout
 
 
-def builtin_rollouts(cfg: QuickstartConfig) -> SimRollouts:
+def builtin_rollouts(cfg: QuickstartConfig, max_envs: int = 256, robot_id: str = "sim") -> SimRollouts:
     """Batched rollouts on the built-in task as configured."""
-    return SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime)
+    return SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime, max_envs, robot_id)
 
 
 def _evaluate(sim: SimRollouts, policy: Policy, contexts: list[Context], cfg: QuickstartConfig) -> EvalResult:

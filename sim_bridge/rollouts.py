@@ -14,26 +14,35 @@ from tqdm.auto import tqdm
 from ript_robot.config import RuntimeConfig
 from ript_robot.envs.base import RobotEnv
 from ript_robot.policies.base import Policy
-from ript_robot.runtime.loop import run_episodes
+from ript_robot.runtime.loop import EpisodeSink, run_episodes
 from ript_robot.types import Context, Episode
 
 
 class SimRollouts:
     """Run contexts on pooled simulators, `max_envs` at a time, with an optional progress bar."""
 
-    def __init__(self, make_env: Callable[[], RobotEnv], runtime: RuntimeConfig, max_envs: int = 256):
-        """make_env: builds one simulator; max_envs: simulators stepped in lock step (>= 1)."""
+    def __init__(
+        self, make_env: Callable[[], RobotEnv], runtime: RuntimeConfig, max_envs: int = 256, robot_id: str = "sim"
+    ):
+        """make_env: builds one simulator; max_envs: simulators stepped in lock step (>= 1);
+        robot_id: recorded with each episode."""
         if max_envs < 1:
             raise ValueError(f"max_envs must be >= 1, got {max_envs}")
         self.make_env = make_env
         self.runtime = runtime
         self.max_envs = max_envs
+        self.robot_id = robot_id
         self.envs: list[RobotEnv] = []
 
     def __call__(
-        self, policy: Policy, contexts: Sequence[Context], deterministic: bool = False, desc: str | None = None
+        self,
+        policy: Policy,
+        contexts: Sequence[Context],
+        deterministic: bool = False,
+        desc: str | None = None,
+        sink: EpisodeSink | None = None,
     ) -> list[Episode]:
-        """One episode per context, in order."""
+        """One episode per context, in order; `sink` (e.g. the store's writer) also gets every step."""
         episodes: list[Episode] = []
         with tqdm(total=len(contexts), desc=desc, disable=desc is None, leave=False, unit="ep") as bar:
             for begin in range(0, len(contexts), self.max_envs):
@@ -41,7 +50,7 @@ class SimRollouts:
                 while len(self.envs) < len(batch):
                     self.envs.append(self.make_env())
                 episodes += run_episodes(
-                    self.envs[: len(batch)], batch, policy, self.runtime, deterministic=deterministic
+                    self.envs[: len(batch)], batch, policy, self.runtime, sink, deterministic, self.robot_id
                 )
                 bar.update(len(batch))
         return episodes

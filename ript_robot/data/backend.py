@@ -104,7 +104,11 @@ class Backend:
 
     def delete_prefix(self, prefix: str) -> None:
         if self.local_root is not None:
-            shutil.rmtree(self.local_root / prefix, ignore_errors=True)
+            target = self.local_root / prefix
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
             return
         paths = [m["path"] for m in self.list(prefix)]
         if paths:

@@ -20,16 +20,21 @@ def make_policy(config: PolicyConfig, spec: EnvSpec) -> Policy:
     return FAMILIES[config.family](config, image_shape, spec.state_dim, spec.action_dim)
 
 
-def load_policy(directory: str | Path) -> Policy:
-    """Rebuild a policy from `policy.json` and load its safetensors weights and version."""
-    meta = read_policy_meta(directory)
+def build_policy(meta: dict, source: str) -> Policy:
+    """An untrained policy of the family and architecture that `meta` (policy.json) describes."""
     family = FAMILIES.get(meta["family"])
     if family is None:
-        raise CheckpointError(f"{directory}: unknown policy family {meta['family']!r}; known: {sorted(FAMILIES)}")
+        raise CheckpointError(f"{source}: unknown policy family {meta['family']!r}; known: {sorted(FAMILIES)}")
     policy = family.from_config_dict(meta["config"])
-    policy.load_weights(directory)
     policy.version = int(meta["version"])
     return policy
 
 
-__all__ = ["CheckpointError", "Policy", "load_policy", "make_policy"]
+def load_policy(directory: str | Path) -> Policy:
+    """Rebuild a policy from `policy.json` and load its safetensors weights and version."""
+    policy = build_policy(read_policy_meta(directory), str(directory))
+    policy.load_weights(directory)
+    return policy
+
+
+__all__ = ["CheckpointError", "Policy", "build_policy", "load_policy", "make_policy"]

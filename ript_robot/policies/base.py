@@ -96,16 +96,20 @@ class Policy(nn.Module, ABC):
             state = load_file(str(path))
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+        self.load_tensors(state, str(path))
+
+    def load_tensors(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load a state dict; a clear error naming `source` when it does not fit this policy."""
         missing, unexpected = set(self.state_dict()) - set(state), set(state) - set(self.state_dict())
         if missing or unexpected:
             raise CheckpointError(
-                f"{path} does not fit a {self.family} policy with this config: "
+                f"{source} does not fit a {self.family} policy with this config: "
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         for key, tensor in self.state_dict().items():
             if state[key].shape != tensor.shape:
                 raise CheckpointError(
-                    f"{path}: '{key}' has shape {tuple(state[key].shape)}, the policy expects {tuple(tensor.shape)}; "
+                    f"{source}: '{key}' has shape {tuple(state[key].shape)}, the policy expects {tuple(tensor.shape)}; "
                     "was it saved with another config?"
                 )
         self.load_state_dict(state)

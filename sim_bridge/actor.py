@@ -1,0 +1,75 @@
+"""A simulated actor: claims scheduled rollouts, runs them through the shared runtime, commits them.
+
+It is what a robot does, with the built-in task's simulators in place of the arm: take
+the latest published policy (verified, and only between episodes), claim slots of the
+schedule for that version, run them in lock step through `run_episodes`, and hand every
+step to the store's background writer, which commits each episode with the simulator's
+label. Many actors can share a store; the schedule's claims keep them from running the
+same slot. It stops when the trainer marks the schedule done (or after `max_episodes`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ript_robot.config import QuickstartConfig
+from ript_robot.data.checkpoints import PolicyFollower
+from ript_robot.data.schedule import Schedule
+from ript_robot.data.store import EpisodeStore
+from sim_bridge.quickstart import builtin_rollouts
+
+
+@dataclass
+class ActorReport:
+    """What an actor did before it stopped."""
+
+    episodes: int = 0
+    policy_versions: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def run_actor(
+    cfg: QuickstartConfig, store: EpisodeStore, max_episodes: int | None = None, progress: bool = True
+) -> ActorReport:
+    """Run claimed rollouts until the schedule is done or `max_episodes` have been committed."""
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    schedule = Schedule(store.backend)
+    follower = PolicyFollower(store.backend)
+    sim = builtin_rollouts(cfg, cfg.actor.max_envs, cfg.actor.robot_id)
+    s = cfg.store
+    writer = store.writer(
+        chunk_frames=s.chunk_frames, flush_frames=s.flush_frames, compressor=s.compressor, clevel=s.clevel
+    )
+    report = ActorReport()
+    bar = tqdm(desc=f"actor {cfg.actor.robot_id}", unit="ep", disable=not progress)
+    try:
+        while max_episodes is None or report.episodes < max_episodes:
+            if schedule.finished():
+                break
+            if follower.update():  # between batches, so never mid-episode
+                report.policy_versions.append(follower.version)
+            if follower.policy is None:
+                time.sleep(cfg.actor.poll_s)
+                continue
+            writer.flush()  # claim only what can be delivered now: no backlog of claimed, unwritten slots
+            n = cfg.actor.max_envs if max_episodes is None else min(cfg.actor.max_envs, max_episodes - report.episodes)
+            slots = schedule.claim(follower.version, cfg.actor.robot_id, n)
+            if not slots:
+                bar.set_postfix_str(f"v{follower.version}: waiting for work")
+                time.sleep(cfg.actor.poll_s)
+                continue
+            episodes = sim(follower.policy, [slot.context for slot in slots], sink=writer)
+            report.episodes += len(episodes)
+            bar.update(len(episodes))
+            bar.set_postfix_str(f"v{follower.version}, {writer.backlog} queued for the store")
+    finally:
+        writer.close()
+        sim.close()
+        bar.close()
+    report.failures = writer.failures
+    return report
