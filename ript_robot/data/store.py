@@ -77,6 +77,7 @@ class EpisodeStore:
                 raise StoreError(f"{self.uri} is not a ript-robot store (no {MARKER}); create one with `ript actor`")
             root = zarr.open_group(self.backend.zarr, mode="a")
             root.attrs.update({"ript_store": {"format": FORMAT}})
+            root.require_group("episodes")  # so zarr.open_group(root)["episodes"][id] works
             self.backend.create(MARKER, f'{{"format": {FORMAT}, "created": {time.time()}}}'.encode())
         elif marker.get("format") != FORMAT:
             raise StoreError(f"{self.uri} has store format {marker.get('format')}; this ript-robot reads {FORMAT}")
@@ -95,7 +96,11 @@ class EpisodeStore:
         return EpisodeWriter(self, **options)
 
     def write_episode(self, episode: Episode, writer: EpisodeWriter | None = None) -> str:
-        """Store an episode held in memory (imports, tests); returns its id once committed."""
+        """Store an episode held in memory (imports, tests) and return its id.
+
+        Without `writer` it is committed (and the index refreshed) when this returns; with a
+        shared writer it is committed once that writer is flushed.
+        """
         own = writer is None
         w = writer or self.writer()
         w.begin(episode.meta)
@@ -110,6 +115,7 @@ class EpisodeStore:
             w.close()
             if w.failures:
                 raise StoreError(w.failures[0])
+            self.refresh()
         return episode.meta.episode_id
 
     # --- reading ---
@@ -185,9 +191,10 @@ class EpisodeStore:
         meta = record.meta
         starts = list(attrs.get("chunk_starts", []))
         clipped = set(attrs.get("safety_clipped_steps", []))
-        chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(meta.num_steps), side="right") - 1
+        num_steps = len(arrays["state"])
+        chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(num_steps), side="right") - 1
         steps = []
-        for t in range(len(arrays["state"])):
+        for t in range(num_steps):
             obs = Observation(
                 {cam: images[cam][t] for cam in cameras},
                 arrays["state"][t],

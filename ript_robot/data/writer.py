@@ -218,9 +218,11 @@ class EpisodeWriter:
     def _commit(self, meta: EpisodeMeta) -> None:
         staged = self._open.pop(meta.episode_id)
         staged.meta = meta
+        if staged.received == 0:  # ended before its first step (a stop at once): nothing to learn from
+            log.warning("episode %s ended before its first step (%s); not stored", meta.episode_id, meta.end_reason)
+            return
         self._flush_steps(staged)
-        if staged.group is None:  # an episode that ended before its first step
-            staged.group = zarr.open_group(self.store.backend.zarr, path=_staging(meta.episode_id), mode="w")
+        assert staged.group is not None
         if staged.chunk_actions:
             for name, values in (("chunk_actions", staged.chunk_actions), ("chunk_log_prob", staged.chunk_log_prob)):
                 block = np.stack(values)

@@ -1,0 +1,62 @@
+"""Faults a fleet meets: a robot killed mid-episode, two robots writing at once, on disk and on S3."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from synthetic import subprocess_env
+
+from ript_robot.data import EpisodeStore
+
+WORKER = str(Path(__file__).with_name("store_worker.py"))
+
+
+def start_worker(uri: str, robot: str, n: int, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, WORKER, uri, robot, str(n), *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+
+
+def wait_for(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdout is not None
+    for out in proc.stdout:
+        if out.strip() == line:
+            return
+    raise AssertionError(f"worker exited ({proc.wait()}) before printing {line}")
+
+
+def test_a_writer_killed_mid_episode_leaves_every_committed_episode_intact(store_uri: str) -> None:
+    proc = start_worker(store_uri, "robot-a", 5, "--hang")
+    wait_for(proc, "COMMITTED")
+    wait_for(proc, "STREAMING")  # half an episode is in staging now
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = EpisodeStore(store_uri, create=False)
+    report = store.verify()
+    assert report.ok, report.problems
+    assert report.checked == 5
+    assert len(report.uncommitted) == 1  # the partial episode: left in staging, invisible
+    records = store.records()
+    assert len(records) == 5 and all(r.meta.context.context_id != "ctx-partial" for r in records)
+    assert all(len(e.steps) == 9 for e in store.read_episodes(r.episode_id for r in records))
+
+
+def test_two_robots_write_to_one_store_at_once(store_uri: str) -> None:
+    EpisodeStore(store_uri)  # created once, as a lab would before starting its robots
+    procs = [start_worker(store_uri, f"robot-{name}", 12) for name in "ab"]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    store = EpisodeStore(store_uri, create=False)
+    records = store.refresh().records()
+    assert len(records) == 24
+    assert {r.meta.robot_id for r in records} == {"robot-a", "robot-b"}
+    assert len({r.episode_id for r in records}) == 24
+    assert store.verify().ok
+    assert len(store.complete_groups(8)) == 3  # 8 of each context, from both robots
