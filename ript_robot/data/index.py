@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,30 +131,29 @@ class Index:
         self.episodes: dict[str, EpisodeRecord] = {}
 
     def refresh(self) -> Index:
-        changed = False
-        seen = set()
+        seen, changed = {}, []
         for obj in self.backend.list(INDEX_PREFIX + "/"):
             path = obj["path"]
             if not path.endswith(".json"):
                 continue
-            seen.add(path)
-            tag = (obj.get("e_tag"), obj["size"], obj["last_modified"])
+            seen[path] = (obj.get("e_tag"), obj["size"], obj["last_modified"])
             cached = self._segments.get(path)
-            if cached is not None and cached[0] == tag:
-                continue
-            data = self.backend.get(path)
+            if cached is None or cached[0] != seen[path]:
+                changed.append(path)
+        with ThreadPoolExecutor(max_workers=8) as pool:  # one request per segment: overlap their latency
+            contents = list(pool.map(self.backend.get, changed))
+        for path, data in zip(changed, contents, strict=True):
             if data is None:
                 continue
             try:
                 rows = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise StoreError(f"index segment {path} is damaged ({exc}); run `ript store verify`") from exc
-            self._segments[path] = (tag, rows)
-            changed = True
-        for path in set(self._segments) - seen:
+            self._segments[path] = (seen[path], rows)
+        gone = set(self._segments) - set(seen)
+        for path in gone:
             del self._segments[path]
-            changed = True
-        if changed:
+        if changed or gone:
             self._resolve()
         return self
 

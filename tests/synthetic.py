@@ -50,6 +50,6 @@ def synthetic_episode(
 
 
 def subprocess_env() -> dict[str, str]:
-    """The environment for worker subprocesses: this one, with the repo importable."""
-    here = Path(__file__).resolve().parent
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[1]), str(here)])}
+    """The environment for worker subprocesses: this one, with the repo and the test helpers importable."""
+    tests = Path(__file__).resolve().parent
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests), str(tests / "data")])}
