@@ -49,12 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     ac.add_argument("--max-episodes", type=int, help="stop after this many episodes (default: when training ends)")
     ac.add_argument("--quiet", action="store_true", help="no progress bars")
     st = add("store", "inspect, verify and export an episode store")
-    st.add_argument("action", choices=["info", "list", "verify", "export"], help="what to do")
+    st.add_argument("action", choices=["info", "list", "verify", "export", "import"], help="what to do")
     st.add_argument("--store", help="store URI (default: store.uri of the config)")
     st.add_argument("--episode", help="export: the episode id (a unique prefix is enough)")
     st.add_argument("--out", type=Path, help="export: output video file (.mp4)")
     st.add_argument("--fps", type=float, default=10.0, help="export: frames per second of the video")
     st.add_argument("--limit", type=int, default=50, help="list: newest episodes shown")
+    st.add_argument("--bag", type=Path, help="import: a rosbag2 folder or .db3/.mcap file of a teleoperated demo")
+    st.add_argument("--topics", type=Path, help="import: YAML naming the bag's topics (see configs/bag_topics.yaml)")
+    st.add_argument("--instruction", help="import: the task instruction the demonstration shows")
+    st.add_argument("--context-id", help="import: context id (default: the bag's name)")
     add("config", "print the resolved configuration as YAML")
     return parser
 
@@ -178,6 +182,17 @@ def _store_command(cfg: QuickstartConfig, args: argparse.Namespace) -> int:
             raise StoreError(f"{len(matches)} episodes match {args.episode!r}; give a longer prefix")
         path = export_video(store.read_episode(matches[0]), args.out, args.fps)
         print(f"wrote {path}")
+    elif args.action == "import":
+        from ript_robot.data.rosbag import BagImportError, BagTopics, import_bag
+
+        if not args.bag or not args.topics or not args.instruction:
+            raise ConfigError("store import needs --bag PATH, --topics FILE.yaml and --instruction TEXT")
+        topics = load_config(BagTopics, args.topics)
+        try:
+            episode_id = import_bag(args.bag, store, topics, args.instruction, args.context_id)
+        except BagImportError as exc:
+            raise ConfigError(str(exc)) from exc
+        print(f"imported {args.bag} as demonstration {episode_id}")
     return 0
 
 

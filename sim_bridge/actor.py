@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ript_robot.config import QuickstartConfig
+from ript_robot.config import ConfigError, QuickstartConfig
 from ript_robot.data.checkpoints import PolicyFollower
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
@@ -53,6 +53,11 @@ def run_actor(
                 break
             if follower.update():  # between batches, so never mid-episode
                 report.policy_versions.append(follower.version)
+                if cfg.runtime.execute_steps > follower.policy.chunk_size:
+                    raise ConfigError(
+                        f"runtime.execute_steps ({cfg.runtime.execute_steps}) exceeds the chunk size "
+                        f"({follower.policy.chunk_size}) of published policy v{follower.version}"
+                    )
             if follower.policy is None:
                 time.sleep(cfg.actor.poll_s)
                 continue

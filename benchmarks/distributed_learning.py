@@ -1,0 +1,88 @@
+"""The main job's learning result with the trainer and an actor as separate processes.
+
+`ript train` (pretrain + SFT, then RIPT) and `ript actor` run as two processes that meet
+only in a local episode store, exactly as a robot and an off-board trainer would. Every
+published policy version is then evaluated on the training contexts (deterministic), and
+the first and last on the held-out contexts. Prints the figures and saves them to
+benchmarks/results/distributed_learning.json, with the curve in distributed_learning.png.
+
+    python benchmarks/distributed_learning.py [key.sub=value ...]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ript_robot.config import QuickstartConfig, load_config
+from ript_robot.data import EpisodeStore
+from ript_robot.data.checkpoints import load_published, published_versions
+from ript_robot.train.evaluate import evaluate
+from ript_robot.train.logging import plot_success
+from sim_bridge.quickstart import builtin_rollouts, context_sets
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(overrides: list[str]) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="ript-distributed-"))
+    store_uri = str(work / "store")
+    common = [f"store.uri={store_uri}", *overrides]
+    ript = [sys.executable, "-m", "ript_robot.cli"]
+    start = time.monotonic()
+    trainer = subprocess.Popen([*ript, "train", "--quiet", f"trainer.output_dir={work / 'train'}", *common])
+    actor = subprocess.Popen([*ript, "actor", "--quiet", "torch_threads=1", *common], stdout=subprocess.DEVNULL)
+    if trainer.wait() != 0 or actor.wait() != 0:
+        raise SystemExit(f"trainer exited {trainer.returncode}, actor {actor.returncode}")
+    wall = time.monotonic() - start
+
+    cfg = load_config(QuickstartConfig, None, common)
+    torch.set_num_threads(2)
+    store = EpisodeStore(store_uri, create=False).refresh()
+    train, heldout = context_sets(cfg)
+    sim = builtin_rollouts(cfg)
+    versions = published_versions(store.backend)
+    policies = {v: load_published(store.backend, v) for v in versions}
+    curve = [evaluate(lambda c, d, p=policies[v]: sim(p, c, d), train, cfg.eval).success_rate for v in versions]
+    first, last = versions[0], versions[-1]
+    heldout_first = evaluate(lambda c, d: sim(policies[first], c, d), heldout, cfg.eval).success_rate
+    heldout_last = evaluate(lambda c, d: sim(policies[last], c, d), heldout, cfg.eval).success_rate
+    sim.close()
+    info = store.info()
+    store_bytes = sum(p.stat().st_size for p in Path(store_uri).rglob("*") if p.is_file())
+    in_process = json.loads((RESULTS / "learning.json").read_text()) if (RESULTS / "learning.json").exists() else {}
+    result = {
+        "sft_success": curve[0],
+        "ript_success": curve[-1],
+        "heldout_sft_success": heldout_first,
+        "heldout_ript_success": heldout_last,
+        "iterations": last,
+        "iterations_to_90": next((v for v, s in zip(versions, curve, strict=True) if s >= 0.9), None),
+        "success_per_version": curve,
+        "wall_clock_s": wall,
+        "rollout_episodes": info["rollouts"],
+        "store_mb": store_bytes / 1e6,
+        "processes": "trainer and one actor, local store",
+        "in_process_reference": {k: in_process.get(k) for k in ("sft_success", "ript_success", "wall_clock_s")},
+        "overrides": overrides,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "distributed_learning.json").write_text(json.dumps(result, indent=2))
+    plot_success(
+        versions,
+        {"training contexts (deterministic)": curve},
+        RESULTS / "distributed_learning.png",
+        title="RIPT with trainer and actor in separate processes",
+    )
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
