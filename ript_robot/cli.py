@@ -34,9 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     qs = add("quickstart", "pretrain, SFT from one demo per task, then RIPT on the built-in task")
     qs.add_argument("--quiet", action="store_true", help="no progress bars")
     ev = add("eval", "success rate of a checkpoint on the built-in task, with a confidence interval")
-    ev.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint folder (model.safetensors + policy.json)")
-    ev.add_argument("--store", help="evaluate a policy published in this store instead (the latest by default)")
-    ev.add_argument("--version", type=int, help="with --store: the policy version to evaluate")
+    ev.add_argument("checkpoint", help="checkpoint folder (model.safetensors + policy.json), or an episode store URI")
+    ev.add_argument("--version", type=int, help="for a store: the published policy version (default: the latest)")
     ev.add_argument("--contexts", choices=["train", "heldout"], default="heldout", help="which context set")
     ev.add_argument("--sampled", action="store_true", help="sample actions instead of the mean")
     ev.add_argument("--rollouts", type=int, default=None, help="rollouts per context")
@@ -75,15 +74,14 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     from ript_robot.train.evaluate import evaluate
     from sim_bridge.quickstart import builtin_rollouts, context_sets
 
-    if args.store:
+    source = args.checkpoint
+    if source.startswith("s3://") or (Path(source) / "ript_store.json").is_file():
         from ript_robot.data.backend import Backend
         from ript_robot.data.checkpoints import load_published
 
-        policy, source = load_published(Backend(args.store), args.version), args.store
-    elif args.checkpoint is not None:
-        policy, source = load_policy(args.checkpoint), str(args.checkpoint)
+        policy = load_published(Backend(source), args.version)
     else:
-        raise ConfigError("give a checkpoint folder or --store URI")
+        policy = load_policy(source)
     eval_cfg = cfg.eval.model_copy(update={"deterministic": not args.sampled})
     if args.rollouts is not None:
         eval_cfg.rollouts_per_context = args.rollouts
