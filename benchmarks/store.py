@@ -32,9 +32,7 @@ import json
 import multiprocessing
 import os
 import platform
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -43,7 +41,6 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
-import boto3
 import matplotlib
 import numcodecs
 import numpy as np
@@ -53,6 +50,7 @@ from tqdm import tqdm
 
 from ript_robot.data import EpisodeStore
 from ript_robot.data.backend import Backend
+from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_server
 from ript_robot.data.store import MARKER
 from ript_robot.data.writer import EpisodeWriter
 from ript_robot.envs.demos import record_demonstrations
@@ -73,7 +71,6 @@ K = 8  # rollouts per context in a complete group
 PAN = 80  # margin of the scene the camera pans over, pixels
 NOISE = 2.0  # sensor noise, grey levels (standard deviation)
 INSTRUCTION = "pick up the red block"
-S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 IMAGES_NOTE = (
     f"{len(CAMERAS)} cameras {SIDE}x{SIDE} RGB uint8: smooth colour field (4 random low-frequency sinusoids per "
     "channel) with 6 flat-coloured rectangles, panning 1 px every 4 frames, a disc of radius 18 px moving "
@@ -348,34 +345,12 @@ def copy_index(local: Backend, remote: Backend) -> int:
     return len(paths)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     """moto's S3-compatible server on a free loopback port, with a fresh bucket; returns (process, s3 uri)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto's S3 server did not start") from None
-            time.sleep(0.1)
-    os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"})
+    proc, endpoint = start_s3_server()
+    os.environ.update(s3_environment(endpoint))
     bucket = f"ript-bench-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    create_bucket(endpoint, bucket)
     return proc, f"s3://{bucket}/store"
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +13,7 @@ import pytest
 import torch
 
 from ript_robot.config import PolicyConfig
+from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_server
 from ript_robot.envs.pick import PickEnv
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.types import ActionChunk, Context, Episode, EpisodeMeta, Label
@@ -68,35 +66,11 @@ def policy() -> ChunkedPolicy:
 
 # --- a real S3-compatible server (moto) on 127.0.0.1 for the store's object-storage tests ---
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3-compatible server, started for the test session on a free loopback port."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto's S3 server did not start") from None
-            time.sleep(0.1)
+    proc, endpoint = start_s3_server()
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)
@@ -105,13 +79,10 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_uri(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket on the S3 server, configured through the usual AWS_* variables."""
-    import boto3
-
-    env = {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true"}
-    for key, value in env.items():
+    for key, value in s3_environment(s3_endpoint).items():
         monkeypatch.setenv(key, value)
     bucket = f"ript-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    create_bucket(s3_endpoint, bucket)
     return f"s3://{bucket}/store"
 
 
