@@ -217,7 +217,9 @@ class EpisodeWriter:
         staged.written = staged.received
 
     def _commit(self, meta: EpisodeMeta) -> None:
-        staged = self._open.pop(meta.episode_id)
+        staged = self._open.pop(meta.episode_id, None)
+        if staged is None:  # the episode failed earlier and was reported then
+            return
         staged.meta = meta
         if staged.received == 0:  # ended before its first step (a stop at once): nothing to learn from
             log.warning("episode %s ended before its first step (%s); not stored", meta.episode_id, meta.end_reason)

@@ -201,3 +201,17 @@ def test_the_trainer_reads_while_a_writer_writes(tmp_path: Path) -> None:
     thread.join()
     assert errors == []
     assert seen == sorted(seen) and seen[-1] == total and len(set(seen)) > 2  # it saw the store grow
+
+
+def test_a_bad_episode_is_reported_and_the_writer_goes_on(tmp_path: Path) -> None:
+    store = EpisodeStore(tmp_path)
+    bad, good, empty = synthetic_episode(seed=1, steps=6), synthetic_episode(seed=2), synthetic_episode(seed=3)
+    bad.steps[3].observation.images["top"] = np.zeros((8, 8, 3), np.uint8)  # the camera changed size
+    with store.writer(chunk_frames=2, flush_frames=4) as writer:
+        store.write_episode(bad, writer)
+        writer.begin(empty.meta)  # stopped before its first step
+        writer.end(empty.meta)
+        store.write_episode(good, writer)
+    assert len(writer.failures) == 1 and bad.meta.episode_id in writer.failures[0]
+    assert [r.episode_id for r in store.refresh().records()] == [good.meta.episode_id]
+    assert store.verify().ok
