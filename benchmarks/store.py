@@ -484,8 +484,8 @@ def main() -> dict[str, Any]:
             ),
             "read_note": "decoded arrays (images, state, actions, timestamps, chunks), MB = 1e6 bytes, page cache warm",
             "compression_note": (
-                "writer defaults: blosc lz4 clevel 5 noshuffle, 16 frames per chunk; zstd5: the same episode "
-                "written with compressor='zstd'; pick: scripted-expert PickEnv episodes, 64x64"
+                "writer defaults: blosc lz4 clevel 5, images bit-shuffled, 16 frames per chunk; zstd5: the same "
+                "episode written with compressor='zstd'; pick: scripted-expert PickEnv episodes, 64x64"
             ),
             "params": {
                 "hz": HZ,
