@@ -26,8 +26,8 @@ SMALL_BUDGET = [
 ]
 
 
-# RIPT through the store pays ~50 ms per committed episode, so it runs a smaller budget than in-process.
-DISTRIBUTED_BUDGET = ["ript.iterations=8", "ript.groups_per_iteration=24"]
+# RIPT through the store pays ~50 ms per committed episode: fewer iterations and re-sampling rounds.
+DISTRIBUTED_BUDGET = ["ript.iterations=6", "ript.max_sampling_rounds=2"]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_ript_eval_measures_a_saved_checkpoint(run: dict, capsys: pytest.Capture
 
 @pytest.mark.slow
 def test_ript_lifts_sft_with_trainer_and_actor_in_separate_processes(run: dict, tmp_path: Path) -> None:
-    """The same learning when `ript train` and `ript actor` meet only through a local store."""
+    """The same learning when `ript train` and two `ript actor`s meet only through a local store."""
     store = tmp_path / "store"
     common = [
         f"store.uri={store}",
@@ -88,14 +88,23 @@ def test_ript_lifts_sft_with_trainer_and_actor_in_separate_processes(run: dict, 
     ]
     cli = [sys.executable, "-m", "ript_robot.cli"]
     trainer = subprocess.Popen([*cli, "train", "--quiet", f"trainer.output_dir={tmp_path / 'train'}", *common])
-    actor = subprocess.Popen([*cli, "actor", "--quiet", "torch_threads=1", *common], stdout=subprocess.DEVNULL)
-    assert trainer.wait(timeout=900) == 0 and actor.wait(timeout=60) == 0
+    actors = [
+        subprocess.Popen(
+            [*cli, "actor", "--quiet", "torch_threads=1", f"actor.robot_id=sim-{i}", *common], stdout=subprocess.DEVNULL
+        )
+        for i in range(2)
+    ]
+    assert trainer.wait(timeout=900) == 0 and all(a.wait(timeout=60) == 0 for a in actors)
     result_file = tmp_path / "eval.json"
     assert ript(["eval", str(store), "--contexts", "train", "--json", str(result_file)]) == 0
     final = json.loads(result_file.read_text())
-    assert final["policy_version"] == 8
-    assert final["success_rate"] - run["summary"]["sft_success"] >= 0.2, "RIPT through the store should lift success"
+    assert final["policy_version"] == 6
+    assert final["success_rate"] - run["summary"]["sft_success"] >= 0.1, "RIPT through the store should lift success"
     backend = Backend(store)
     used = [set(read_manifest(backend, v)["trained_on"]) for v in published_versions(backend)]
     assert sum(map(len, used)) == len(set().union(*used)), "an episode trained two updates"
-    assert EpisodeStore(store, create=False).verify().ok
+    store_view = EpisodeStore(store, create=False)
+    rollouts = store_view.info()["success_per_version"]  # 768 sampled rollouts per version: a precise curve
+    assert rollouts[5]["success"] - rollouts[0]["success"] >= 0.1
+    assert store_view.verify().ok
+    assert {r.meta.robot_id for r in store_view.records()} == {"sim-0", "sim-1"}  # both actors did work
