@@ -100,7 +100,8 @@ def _store(cfg: QuickstartConfig, args: argparse.Namespace) -> EpisodeStore:
 
     if args.store:
         cfg.store.uri = args.store
-    return EpisodeStore(cfg.store.uri, create=args.command in ("train", "actor"))
+    creates = args.command in ("train", "actor") or getattr(args, "action", None) == "import"
+    return EpisodeStore(cfg.store.uri, create=creates)
 
 
 def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:

@@ -74,7 +74,10 @@ class EpisodeStore:
         marker = self.backend.get_json(MARKER)
         if marker is None:
             if not create:
-                raise StoreError(f"{self.uri} is not a ript-robot store (no {MARKER}); create one with `ript actor`")
+                raise StoreError(
+                    f"{self.uri} is not a ript-robot store (no {MARKER}); "
+                    "`ript train`, `ript actor` and `ript store import` create one"
+                )
             root = zarr.open_group(self.backend.zarr, mode="a")
             root.attrs.update({"ript_store": {"format": FORMAT}})
             root.require_group("episodes")  # so zarr.open_group(root)["episodes"][id] works
