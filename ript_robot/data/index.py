@@ -105,7 +105,7 @@ class IndexWriter:
         self.session = session or uuid.uuid4().hex
         self.segment_rows = segment_rows
         self._segment = 0
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[str] = []  # the open segment's rows, each encoded once
         self._lock = threading.Lock()
 
     def append(self, row: dict[str, Any]) -> None:
@@ -113,9 +113,18 @@ class IndexWriter:
             if len(self._rows) >= self.segment_rows:
                 self._segment += 1
                 self._rows = []
-            self._rows.append(row)
+            self._rows.append(json.dumps(row, separators=(",", ":")))
             path = f"{INDEX_PREFIX}/{self.session}/{self._segment:06d}.json"
-            self.backend.put(path, json.dumps(self._rows, separators=(",", ":")).encode())
+            self.backend.put(path, f"[{','.join(self._rows)}]".encode())
+
+
+@dataclass
+class _Segment:
+    """One index segment, parsed once: its commits (meta, commit time, label at commit) and label rows."""
+
+    tag: Any
+    commits: list[tuple[EpisodeMeta, float, Label | None]]
+    labels: list[tuple[str, Label]]
 
 
 class Index:
@@ -127,7 +136,7 @@ class Index:
 
     def __init__(self, backend: Backend):
         self.backend = backend
-        self._segments: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+        self._segments: dict[str, _Segment] = {}
         self.episodes: dict[str, EpisodeRecord] = {}
 
     def refresh(self) -> Index:
@@ -138,7 +147,7 @@ class Index:
                 continue
             seen[path] = (obj.get("e_tag"), obj["size"], obj["last_modified"])
             cached = self._segments.get(path)
-            if cached is None or cached[0] != seen[path]:
+            if cached is None or cached.tag != seen[path]:
                 changed.append(path)
         with ThreadPoolExecutor(max_workers=8) as pool:  # one request per segment: overlap their latency
             contents = list(pool.map(self.backend.get, changed))
@@ -149,7 +158,7 @@ class Index:
                 rows = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise StoreError(f"index segment {path} is damaged ({exc}); run `ript store verify`") from exc
-            self._segments[path] = (seen[path], rows)
+            self._segments[path] = _parse(seen[path], rows)
         gone = set(self._segments) - set(seen)
         for path in gone:
             del self._segments[path]
@@ -158,26 +167,32 @@ class Index:
         return self
 
     def _resolve(self) -> None:
+        """Join every segment's commits with every label; only changed segments were parsed again."""
         episodes: dict[str, EpisodeRecord] = {}
-        labels: list[dict[str, Any]] = []
-        for _, rows in self._segments.values():
-            for row in rows:
-                if row["type"] == "episode":
-                    meta = meta_from_dict(row["meta"])
-                    record = EpisodeRecord(meta, row["committed_at"])
-                    if meta.label is not None:
-                        record.labels.append(meta.label)
-                    episodes[meta.episode_id] = record
-                elif row["type"] == "label":
-                    labels.append(row)
-        for row in sorted(labels, key=lambda r: r["label"]["time"]):
-            record = episodes.get(row["episode_id"])
+        labels: list[tuple[str, Label]] = []
+        for segment in self._segments.values():
+            for meta, committed_at, label in segment.commits:
+                episodes[meta.episode_id] = EpisodeRecord(meta, committed_at, [] if label is None else [label])
+            labels += segment.labels
+        for episode_id, label in sorted(labels, key=lambda item: item[1].time):
+            record = episodes.get(episode_id)
             if record is not None:
-                record.labels.append(label_from_dict(row["label"]))
+                record.labels.append(label)
         for record in episodes.values():
             record.labels.sort(key=lambda label: label.time)
             record.meta.label = record.labels[-1] if record.labels else None
         self.episodes = episodes
+
+
+def _parse(tag: Any, rows: list[dict[str, Any]]) -> _Segment:
+    segment = _Segment(tag, [], [])
+    for row in rows:
+        if row["type"] == "episode":
+            meta = meta_from_dict(row["meta"])
+            segment.commits.append((meta, row["committed_at"], meta.label))
+        elif row["type"] == "label":
+            segment.labels.append((row["episode_id"], label_from_dict(row["label"])))
+    return segment
 
 
 def episode_row(meta: EpisodeMeta, committed_at: float) -> dict[str, Any]:
