@@ -64,19 +64,25 @@ class Schedule:
         n = len(self.rounds(version)) + 1
         while True:
             slots = [
-                {
-                    "slot": f"v{version:06d}-r{n:03d}-{i * rollouts_per_context + k:05d}",
-                    "context_id": c.context_id,
-                    "instruction": c.instruction,
-                    "seed": c.seed,
-                    "scene": c.scene,
-                }
+                Slot(f"v{version:06d}-r{n:03d}-{i * rollouts_per_context + k:05d}", version, c)
                 for i, c in enumerate(contexts)
                 for k in range(rollouts_per_context)
             ]
-            body = json.dumps({"policy_version": version, "round": n, "created": time.time(), "slots": slots})
-            if self.backend.create(f"{_folder(version)}/r{n:03d}.json", body.encode()):
-                return [s for s in self.rounds(version)[n - 1]]
+            rows = [
+                {
+                    "slot": s.slot_id,
+                    "context_id": s.context.context_id,
+                    "instruction": s.context.instruction,
+                    "seed": s.context.seed,
+                    "scene": s.context.scene,
+                }
+                for s in slots
+            ]
+            path = f"{_folder(version)}/r{n:03d}.json"
+            body = json.dumps({"policy_version": version, "round": n, "created": time.time(), "slots": rows})
+            if self.backend.create(path, body.encode()):
+                self._rounds[path] = slots
+                return slots
             n += 1  # another trainer wrote this round first: take the next number
 
     def claimed(self, version: int) -> set[str]:
