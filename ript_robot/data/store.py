@@ -28,7 +28,7 @@ import zarr
 
 from ript_robot.data.backend import Backend, StoreError
 from ript_robot.data.index import EpisodeRecord, Index, IndexWriter, label_row, label_to_dict, meta_from_dict
-from ript_robot.data.writer import EpisodeWriter
+from ript_robot.data.writer import STEP_ARRAYS, EpisodeWriter
 from ript_robot.types import ActionChunk, Context, Episode, Label, Observation, StepRecord
 
 FORMAT = 1
@@ -181,12 +181,7 @@ class EpisodeStore:
         group = self._group(episode_id)
         try:
             attrs = dict(group.attrs["ript_episode"])
-            arrays = {name: _read(group, name) for name in ("state", "actions", "timestamps")}
-            cameras = sorted(group["images"].array_keys()) if "images" in group else []
-            images = {cam: _read(group, f"images/{cam}") for cam in cameras}
-            chunked = "chunk_actions" in group
-            chunk_actions = _read(group, "chunk_actions") if chunked else np.zeros((0, 0, 0), np.float32)
-            chunk_log_prob = _read(group, "chunk_log_prob") if chunked else np.zeros((0, 0), np.float32)
+            arrays = {name: _read(group, name) for name in _array_names(group)}
         except EpisodeCorrupt:
             raise
         except Exception as exc:
@@ -197,16 +192,20 @@ class EpisodeStore:
         num_steps = len(arrays["state"])
         chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(num_steps), side="right") - 1
         steps = []
+        images = {name.removeprefix("images/"): a for name, a in arrays.items() if name.startswith("images/")}
         for t in range(num_steps):
             obs = Observation(
-                {cam: images[cam][t] for cam in cameras},
+                {cam: frames[t] for cam, frames in images.items()},
                 arrays["state"][t],
                 meta.context.instruction,
                 float(arrays["timestamps"][t]),
             )
             chunk = int(chunk_of_step[t]) if starts else 0
             steps.append(StepRecord(t, float(arrays["timestamps"][t]), obs, arrays["actions"][t], chunk, t in clipped))
-        chunks = [ActionChunk(chunk_actions[c], chunk_log_prob[c], meta.policy_version) for c in range(len(starts))]
+        chunks = [
+            ActionChunk(arrays["chunk_actions"][c], arrays["chunk_log_prob"][c], meta.policy_version)
+            for c in range(len(starts))
+        ]
         return Episode(meta, steps, chunks, [steps[s].observation for s in starts])
 
     def read_episodes(self, episode_ids: Iterable[str]) -> list[Episode]:
@@ -263,12 +262,7 @@ class EpisodeStore:
             attrs = group.attrs["ript_episode"]
             if meta_from_dict(attrs).context.context_id != record.meta.context.context_id:
                 return f"episode {episode_id}: attributes disagree with the index"
-            names = ["state", "actions", "timestamps"]
-            if "images" in group:
-                names += [f"images/{cam}" for cam in group["images"].array_keys()]
-            if "chunk_actions" in group:
-                names += ["chunk_actions", "chunk_log_prob"]
-            for name in names:
+            for name in _array_names(group):
                 array = group[name]
                 expected = len(attrs["chunk_starts"]) if name.startswith("chunk_") else record.meta.num_steps
                 if array.shape[0] != expected:
@@ -310,6 +304,16 @@ class EpisodeStore:
                 v: {"episodes": len(rs), "success": float(np.mean(rs))} for v, rs in sorted(per_version.items())
             },
         }
+
+
+def _array_names(group: zarr.Group) -> list[str]:
+    """Every array of an episode group: the per-step ones, one per camera, and the chunks' if any."""
+    names = list(STEP_ARRAYS)
+    if "images" in group:
+        names += [f"images/{cam}" for cam in sorted(group["images"].array_keys())]
+    if "chunk_actions" in group:
+        names += ["chunk_actions", "chunk_log_prob"]
+    return names
 
 
 def _read(group: zarr.Group, name: str) -> np.ndarray:
