@@ -45,6 +45,20 @@ class SamplingStats:
     def rejected(self) -> int:
         return self.rejected_all_success + self.rejected_all_failure + self.rejected_unlabeled
 
+    def judge(self, rewards: Sequence[float | None], dynamic_sampling: bool) -> bool:
+        """Whether a group of K rewards is kept for the update; a dropped group is counted by why."""
+        if not dynamic_sampling or is_informative(rewards):
+            self.accepted += 1
+            return True
+        labeled = [r for r in rewards if r is not None]
+        if len(labeled) < 2:
+            self.rejected_unlabeled += 1
+        elif labeled[0] == 1.0:
+            self.rejected_all_success += 1
+        else:
+            self.rejected_all_failure += 1
+        return False
+
 
 class ContextPool:
     """The contexts RIPT trains on, visited in reshuffled passes so each is seen evenly."""
@@ -101,16 +115,8 @@ def collect_groups(
         stats.episodes.extend(episodes)
         for g, context in enumerate(contexts):
             group = Group(context, episodes[g * rollouts_per_context : (g + 1) * rollouts_per_context])
-            rewards = [r for r in group.rewards if r is not None]
-            if not dynamic_sampling or is_informative(group.rewards):
+            if stats.judge(group.rewards, dynamic_sampling):
                 accepted.append(group)
-            elif len(rewards) < 2:
-                stats.rejected_unlabeled += 1
-            elif rewards[0] == 1.0:
-                stats.rejected_all_success += 1
-            else:
-                stats.rejected_all_failure += 1
         if not dynamic_sampling:
             break
-    stats.accepted = len(accepted)
     return accepted, stats

@@ -39,9 +39,8 @@ from ript_robot.data.checkpoints import (
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore, StoredGroup
 from ript_robot.policies.base import Policy
-from ript_robot.rl.advantage import is_informative
 from ript_robot.rl.ppo import build_batch, ppo_update
-from ript_robot.rl.sampling import ContextPool, Group
+from ript_robot.rl.sampling import ContextPool, Group, SamplingStats
 from ript_robot.train.logging import MetricsLogger
 from ript_robot.types import Context
 
@@ -140,6 +139,7 @@ class StoreTrainer:
         scheduled = sum(pending.values())
         accepted: list[StoredGroup] = []
         rejected: list[StoredGroup] = []
+        stats = SamplingStats()
         judged: set[str] = set()
         start = last_progress = time.monotonic()
         while True:
@@ -149,10 +149,7 @@ class StoreTrainer:
                 context_id = group.context.context_id
                 if pending[context_id] > 0:
                     pending[context_id] -= 1
-                if not cfg.dynamic_sampling or is_informative(group.rewards):
-                    accepted.append(group)
-                else:
-                    rejected.append(group)
+                (accepted if stats.judge(group.rewards, cfg.dynamic_sampling) else rejected).append(group)
                 last_progress = time.monotonic()
             waiting = sum(pending.values())
             if len(accepted) >= wanted or (waiting == 0 and (scheduled >= budget or not cfg.dynamic_sampling)):
@@ -172,7 +169,7 @@ class StoreTrainer:
                     f"v{v}: {len(accepted)}/{wanted} groups, {len(rejected)} uniform, {waiting} waiting"
                 )
             time.sleep(self.config.poll_s)
-        return self._update(v, accepted, rejected, judged, time.monotonic() - start)
+        return self._update(v, accepted, rejected, stats, judged, time.monotonic() - start)
 
     def _pending(self, version: int, min_version: int) -> Counter[str]:
         """Contexts scheduled for `version` whose group has not been used yet."""
@@ -192,17 +189,23 @@ class StoreTrainer:
         return [by_id[c] for c in context_ids]
 
     def _update(
-        self, version: int, accepted: list[StoredGroup], rejected: list[StoredGroup], judged: set[str], wait_s: float
+        self,
+        version: int,
+        accepted: list[StoredGroup],
+        rejected: list[StoredGroup],
+        stats: SamplingStats,
+        judged: set[str],
+        wait_s: float,
     ) -> dict[str, Any]:
         rewards = [r for g in accepted + rejected for r in g.rewards if r is not None]
         metrics: dict[str, Any] = {
             "policy_version": version,
             "rollout_success": float(np.mean(rewards)) if rewards else float("nan"),
             "episodes": len(judged),
-            "groups_accepted": len(accepted),
-            "groups_rejected": len(rejected),
-            "rejected_all_success": sum(g.rewards[0] == 1.0 for g in rejected),
-            "rejected_all_failure": sum(g.rewards[0] == 0.0 for g in rejected),
+            "groups_accepted": stats.accepted,
+            "groups_rejected": stats.rejected,
+            "rejected_all_success": stats.rejected_all_success,
+            "rejected_all_failure": stats.rejected_all_failure,
             "wait_s": wait_s,
         }
         start = time.monotonic()
