@@ -70,15 +70,15 @@ def _quickstart(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
 
 
 def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
+    from ript_robot.data.backend import Backend
+    from ript_robot.data.checkpoints import load_published
+    from ript_robot.data.store import MARKER
     from ript_robot.policies import load_policy
     from ript_robot.train.evaluate import evaluate
     from sim_bridge.quickstart import builtin_rollouts, context_sets
 
     source = args.checkpoint
-    if source.startswith("s3://") or (Path(source) / "ript_store.json").is_file():
-        from ript_robot.data.backend import Backend
-        from ript_robot.data.checkpoints import load_published
-
+    if source.startswith("s3://") or (Path(source) / MARKER).is_file():
         policy = load_published(Backend(source), args.version)
     else:
         policy = load_policy(source)
