@@ -1,6 +1,7 @@
 """The one control loop: observation -> policy -> safety filter -> env, shared by robot and sim.
 
-`run_episodes` drives N envs in lock step (N = 1 on a robot, N > 1 for simulated rollouts)
+`EpisodeController` is the tick logic (plan, filter, log) that the ROS policy node and the
+simulated rollouts share. `run_episodes` drives N envs in lock step (N = 1 on a robot, N > 1 for simulated rollouts)
 so each tick makes one batched policy call for the envs that need a new chunk. A chunk is
 executed open-loop for `execute_steps` steps, then the policy re-plans from the newest
 observation. Every tick goes to an `EpisodeSink` (the in-memory buffer here; the episode
@@ -58,6 +59,122 @@ class EpisodeBuffer:
         self.episodes.append(self._open.pop(meta.episode_id))
 
 
+Command = tuple[np.ndarray, bool]  # (safety-filtered command, fault: hold the arm and end the episode)
+
+
+class EpisodeController:
+    """The tick logic of the one control loop, for N episodes in lock step (N = 1 on a robot).
+
+    Each tick it plans a new chunk (one batched policy call) for the episodes due to
+    re-plan, takes each episode's next action through the safety filter, and logs the step
+    to every sink. Where observations come from and where commands go is the caller's
+    business: `run_episodes` steps simulators, the ROS policy node publishes to an arm.
+    The policy is fixed while episodes run: `set_policy` between episodes only.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        config: RuntimeConfig,
+        safety: SafetyFilter,
+        sinks: Sequence[EpisodeSink],
+        robot_id: str = "sim",
+        deterministic: bool = False,
+    ):
+        self.config = config
+        self.safety = safety
+        self.sinks = list(sinks)
+        self.robot_id = robot_id
+        self.deterministic = deterministic
+        self.metas: dict[int, EpisodeMeta] = {}
+        self._steps: dict[int, int] = {}
+        self._chunks: dict[int, ActionChunk] = {}
+        self._chunk_counts: dict[int, int] = {}
+        self._previous: dict[int, np.ndarray] = {}
+        self.policy = policy
+        self.set_policy(policy)
+
+    def set_policy(self, policy: Policy) -> None:
+        """Swap the policy; refused while an episode runs (never a weight swap mid-episode)."""
+        if self.metas:
+            raise RuntimeError(f"cannot swap the policy while {len(self.metas)} episode(s) run; swap between episodes")
+        if self.config.execute_steps > policy.chunk_size:
+            raise ValueError(
+                f"runtime.execute_steps ({self.config.execute_steps}) exceeds the policy's chunk size "
+                f"({policy.chunk_size})"
+            )
+        self.policy = policy
+
+    def begin(self, slot: int, context: Context) -> EpisodeMeta:
+        """Start an episode in `slot` (its env already reset to `context`)."""
+        if slot in self.metas:
+            raise RuntimeError(f"slot {slot} already runs episode {self.metas[slot].episode_id}")
+        meta = EpisodeMeta(
+            episode_id=uuid.uuid4().hex,
+            context=context,
+            policy_version=self.policy.version,
+            robot_id=self.robot_id,
+            start_time=time.time(),
+        )
+        self.metas[slot] = meta
+        self._steps[slot] = 0
+        self._chunk_counts[slot] = 0
+        for s in self.sinks:
+            s.begin(meta)
+        return meta
+
+    def step_of(self, slot: int) -> int:
+        """Steps the episode in `slot` has taken."""
+        return self._steps[slot]
+
+    def tick(self, observations: dict[int, Observation]) -> dict[int, Command]:
+        """One control tick for the given running slots: their commands, safety-filtered and logged."""
+        due = [i for i in observations if self._steps[i] % self.config.execute_steps == 0]
+        if due:  # in lock step every episode re-plans on the same tick: one batched policy call
+            planned = self.policy.act([observations[i] for i in due], deterministic=self.deterministic)
+            for i, chunk in zip(due, planned, strict=True):
+                self._chunks[i] = chunk
+                self._chunk_counts[i] += 1
+                for s in self.sinks:
+                    s.add_chunk(self.metas[i].episode_id, chunk, observations[i])
+        commands = {}
+        for i, observation in observations.items():
+            step = self._steps[i]
+            action = self._chunks[i].actions[step % self.config.execute_steps]
+            command, clipped, fault = self.safety(action, observation.state, self._previous.get(i))
+            record = StepRecord(
+                step=step,
+                timestamp=time.time(),
+                observation=observation,
+                action=command,
+                chunk_index=self._chunk_counts[i] - 1,
+                safety_clipped=clipped,
+            )
+            for s in self.sinks:
+                s.add_step(self.metas[i].episode_id, record)
+            self._steps[i] = step + 1
+            self._previous[i] = command
+            commands[i] = (command, fault)
+        return commands
+
+    def finish(self, slot: int, reason: str, label: Label | None = None) -> EpisodeMeta:
+        """End the episode in `slot` with `reason` and, when known, its label; the sinks commit it."""
+        meta = self.metas.pop(slot)
+        meta.end_time = time.time()
+        meta.num_steps = self._steps.pop(slot)
+        meta.end_reason = reason
+        meta.label = label
+        self._chunks.pop(slot, None)
+        self._chunk_counts.pop(slot)
+        self._previous.pop(slot, None)
+        for s in self.sinks:
+            s.end(meta)
+        return meta
+
+
+FAULT_REASON = "fault: non-finite action, arm held"
+
+
 def run_episodes(
     envs: Sequence[RobotEnv],
     contexts: Sequence[Context],
@@ -78,91 +195,39 @@ def run_episodes(
         raise ValueError(f"{len(envs)} envs but {len(contexts)} contexts: give one context per env")
     if not envs:
         return []
-    if config.execute_steps > policy.chunk_size:
-        raise ValueError(
-            f"runtime.execute_steps ({config.execute_steps}) exceeds the policy's chunk size ({policy.chunk_size})"
-        )
     spec = envs[0].spec
     safety = safety or SafetyFilter(config.safety, spec.action_dim)
     buffer = EpisodeBuffer()
-    sinks: list[EpisodeSink] = [buffer] if sink is None else [buffer, sink]
+    controller = EpisodeController(
+        policy, config, safety, [buffer] if sink is None else [buffer, sink], robot_id, deterministic
+    )
+    observations = {}
+    metas = []
+    for i, (env, context) in enumerate(zip(envs, contexts, strict=True)):
+        observations[i] = env.reset(context)
+        metas.append(controller.begin(i, context))
 
-    metas, observations = [], []
-    for env, context in zip(envs, contexts, strict=True):
-        observations.append(env.reset(context))
-        meta = EpisodeMeta(
-            episode_id=uuid.uuid4().hex,
-            context=context,
-            policy_version=policy.version,
-            robot_id=robot_id,
-            start_time=time.time(),
-        )
-        metas.append(meta)
-        for s in sinks:
-            s.begin(meta)
-
-    n = len(envs)
-    active = list(range(n))
-    chunks: list[ActionChunk | None] = [None] * n
-    chunk_counts = [0] * n
-    step = 0
-    while active:
-        if step % config.execute_steps == 0:  # envs run in lock step, so all re-plan together
-            planned = policy.act([observations[i] for i in active], deterministic=deterministic)
-            for i, chunk in zip(active, planned, strict=True):
-                chunks[i] = chunk
-                chunk_counts[i] += 1
-                for s in sinks:
-                    s.add_chunk(metas[i].episode_id, chunk, observations[i])
-        still_active = []
-        for i in active:
-            chunk = chunks[i]
-            assert chunk is not None
-            command, clipped, fault = safety(chunk.actions[step % config.execute_steps])
-            record = StepRecord(
-                step=step,
-                timestamp=time.time(),
-                observation=observations[i],
-                action=command,
-                chunk_index=chunk_counts[i] - 1,
-                safety_clipped=clipped,
-            )
-            for s in sinks:
-                s.add_step(metas[i].episode_id, record)
+    while observations:
+        n_active = len(observations)
+        for i, (command, fault) in controller.tick(observations).items():
+            env = envs[i]
             if fault:
-                _finish(metas[i], envs[i], step + 1, "fault: non-finite action, arm held", None, sinks)
+                controller.finish(i, FAULT_REASON)
+                del observations[i]
                 continue
-            result = envs[i].step(command)
+            result = env.step(command)
             observations[i] = result.observation
-            if result.done:
-                _finish(metas[i], envs[i], step + 1, result.reason, result.success, sinks)
-            elif step + 1 >= spec.max_steps:
-                _finish(metas[i], envs[i], step + 1, "max steps", result.success, sinks)
-            else:
-                still_active.append(i)
+            steps = controller.step_of(i)
+            if result.done or steps >= spec.max_steps:
+                label = None
+                if result.success is not None:
+                    label = Label(success=result.success, source="sim", labeler=type(env).__name__)
+                controller.finish(i, result.reason if result.done else "max steps", label)
+                del observations[i]
         if on_step is not None:
-            on_step(len(active))
-        active = still_active
-        step += 1
+            on_step(n_active)
     by_id = {e.meta.episode_id: e for e in buffer.episodes}
     return [by_id[m.episode_id] for m in metas]
-
-
-def _finish(
-    meta: EpisodeMeta,
-    env: RobotEnv,
-    num_steps: int,
-    reason: str,
-    success: bool | None,
-    sinks: Sequence[EpisodeSink],
-) -> None:
-    meta.end_time = time.time()
-    meta.num_steps = num_steps
-    meta.end_reason = reason
-    if success is not None:
-        meta.label = Label(success=success, source="sim", labeler=type(env).__name__)
-    for s in sinks:
-        s.end(meta)
 
 
 def success_rate(episodes: Sequence[Episode]) -> float:
