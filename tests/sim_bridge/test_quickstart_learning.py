@@ -104,7 +104,10 @@ def test_ript_lifts_sft_with_trainer_and_actor_in_separate_processes(run: dict, 
     used = [set(read_manifest(backend, v)["trained_on"]) for v in published_versions(backend)]
     assert sum(map(len, used)) == len(set().union(*used)), "an episode trained two updates"
     store_view = EpisodeStore(store, create=False)
-    rollouts = store_view.info()["success_per_version"]  # 768 sampled rollouts per version: a precise curve
-    assert rollouts[5]["success"] - rollouts[0]["success"] >= 0.1
+    # 768 sampled rollouts per version. Over 4 runs the last two versions beat v0 by 5 to 13 points; the
+    # standard error of that difference is 1.6 points, so 3 points says "learning", not "noise".
+    rollouts = store_view.info()["success_per_version"]
+    late = (rollouts[4]["success"] + rollouts[5]["success"]) / 2
+    assert late - rollouts[0]["success"] >= 0.03, [r["success"] for r in rollouts.values()]
     assert store_view.verify().ok
     assert {r.meta.robot_id for r in store_view.records()} == {"sim-0", "sim-1"}  # both actors did work
