@@ -266,7 +266,7 @@ def _known_keys(cls: type[ConfigModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _format_errors(cls: type[ConfigModel], err: ValidationError, source: str) -> str:
+def format_errors(cls: type[ConfigModel], err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -309,7 +309,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(cls, exc, ", ".join(sources) or "defaults")) from None
+        raise ConfigError(format_errors(cls, exc, ", ".join(sources) or "defaults")) from None
 
 
 def dump_config(config: ConfigModel) -> str:

@@ -35,6 +35,10 @@ class Policy(nn.Module, ABC):
 
     family: str = ""
     version: int = 0
+    # What the policy takes, declared by every family (the ROS node checks its inputs against them):
+    image_shape: tuple[int, int]  # (height, width) of each camera's RGB image
+    state_dim: int  # length of the proprioceptive state
+    action_dim: int  # length of one action
 
     @property
     @abstractmethod

@@ -91,6 +91,7 @@ class EpisodeController:
         self._chunks: dict[int, ActionChunk] = {}
         self._chunk_counts: dict[int, int] = {}
         self._previous: dict[int, np.ndarray] = {}
+        self.plan_seconds = 0.0  # time the last tick spent in the policy (0 when it did not re-plan)
         self.policy = policy
         self.set_policy(policy)
 
@@ -130,8 +131,11 @@ class EpisodeController:
     def tick(self, observations: dict[int, Observation]) -> dict[int, Command]:
         """One control tick for the given running slots: their commands, safety-filtered and logged."""
         due = [i for i in observations if self._steps[i] % self.config.execute_steps == 0]
+        self.plan_seconds = 0.0
         if due:  # in lock step every episode re-plans on the same tick: one batched policy call
+            started = time.perf_counter()
             planned = self.policy.act([observations[i] for i in due], deterministic=self.deterministic)
+            self.plan_seconds = time.perf_counter() - started
             for i, chunk in zip(due, planned, strict=True):
                 self._chunks[i] = chunk
                 self._chunk_counts[i] += 1

@@ -1,0 +1,75 @@
+"""Helpers for the ROS 2 tests: an isolated DDS domain, an executor thread, waiting on topics.
+
+Every test process gets its own ROS_DOMAIN_ID and discovery limited to localhost, so two
+test runs on one machine cannot hear each other. Nodes run in a background executor; the
+test thread publishes as a camera driver would and waits for what the policy node sends.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+
+
+@contextmanager
+def ros_context() -> Iterator[Context]:
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
+
+
+@contextmanager
+def spinning(context: Context, *nodes: Node) -> Iterator[MultiThreadedExecutor]:
+    """Spin `nodes` in a background thread until the block ends."""
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    for node in nodes:
+        executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5)
+        for node in nodes:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()  # the policy node commits what its writer holds
+            node.destroy_node()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def call(node: Node, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
+    """Call a service from the test thread (the node spins elsewhere) and return the response."""
+    client = node.create_client(srv_type, name)
+    wait_for(client.service_is_ready, timeout, f"service {name}")
+    future = client.call_async(request)
+    wait_for(future.done, timeout, f"the response of {name}")
+    node.destroy_client(client)
+    return future.result()
