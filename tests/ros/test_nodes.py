@@ -12,10 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rosutil import call, ros_context, spinning, wait_for
-
-pytest.importorskip("rclpy")
-
 from conftest import IMAGE_SIZE, make_env, tiny_policy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
@@ -26,6 +22,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from ript_ros.policy_node import LATCHED, RELIABLE, PolicyNode, stamp_seconds
 from ript_ros.sim_bridge_node import SimBridgeNode
+from rosutil import call, ros_context, spinning, wait_for
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger

@@ -458,8 +458,8 @@ class PolicyNode(LifecycleNode):
             self.publishers_by_kind[kind].publish(msg)
 
     def _hold(self) -> None:
-        if not getattr(self, "publishers_by_kind", None):
-            return
+        if not getattr(self, "publishers_by_kind", None) or not self.context.ok():
+            return  # nothing to publish with (unconfigured, or ROS already shut down by a signal)
         positions = self.state if self.cfg.command.adapter == "joint_trajectory" else None
         self._publish(self.adapter.hold(self.get_clock().now().to_msg(), positions))
 
@@ -468,6 +468,8 @@ class PolicyNode(LifecycleNode):
         self._publish_status()
 
     def _publish_status(self) -> None:
+        if not self.context.ok():
+            return
         self._status_seq += 1
         controller = getattr(self, "controller", None)
         running = controller is not None and SLOT in controller.metas
@@ -517,9 +519,11 @@ class PolicyNode(LifecycleNode):
 
     def close(self) -> None:
         """End a running episode (unlabeled, reason 'shutdown'), hold the arm and commit what the writer holds."""
-        if self.phase in ("running", "ending"):
-            self._finish("shutdown", None)
-        self._release()
+        try:
+            if self.phase in ("running", "ending"):
+                self._finish("shutdown", None)
+        finally:
+            self._release()
 
 
 def main(args: list[str] | None = None) -> None:
