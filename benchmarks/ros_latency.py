@@ -5,8 +5,9 @@ at 30 Hz, like a camera driver and an arm driver; the policy node runs as its ow
 exactly as `ros2 run ript_ros policy_node` would, with the main job's policy architecture,
 the sim workspace limits and the episode store recording every step. Commands carry the
 stamp of the frame they answer, so the bridge measures frame-to-command latency on arrival.
-The policy node reports its ticks, missed ticks, overruns and the time spent in the policy
-on /diagnostics. The policy is told never to grasp, so episodes run to the 300-step limit
+The policy node reports its ticks, overruns (ticks longer than a period) and the time spent
+in the policy on /diagnostics; the bridge counts missed ticks: simulation steps of a running
+episode that found no new command. The policy is told never to grasp, so episodes run to the 300-step limit
 and the ticks are not diluted by resets.
 
     python benchmarks/ros_latency.py [--ticks 10000]
@@ -124,7 +125,12 @@ def main() -> None:
     policy_p99 = float(node["policy_p99_ms"])
     result = {
         "ticks": int(node["ticks"]),
-        "missed_ticks": int(node["missed_ticks"]),
+        # a missed tick: a simulation step of a running episode that found no new command from the policy node
+        "missed_ticks": bridge["steps_without_command"],
+        # frames that reached the node more than 1.5 periods after the previous one (camera or DDS late);
+        # each still got its command, later than usual
+        "late_frames": int(node["missed_ticks"]),
+        "frames_without_tick": int(node["frames_without_tick"]),
         "overruns": int(node["overruns"]),
         "latency_p50_ms": p50,
         "latency_p99_ms": p99,

@@ -17,6 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -28,6 +29,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from ript_robot.data import EpisodeStore
+from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.schedule import Schedule
 from ript_robot.envs.pick import make_contexts
 
@@ -88,18 +90,17 @@ class Listener(Node):
         return self.status[-1]["state"] if self.status else ""
 
 
-def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sims_label(
-    checkpoint: Path, tmp_path: Path
-) -> None:
+def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sims_label(tmp_path: Path) -> None:
+    """The policy node as an actor: the store's published policy, the trainer's schedule, the sim's labels."""
     store_uri = tmp_path / "store"
     store = EpisodeStore(store_uri, create=True)
+    publish_policy(store.backend, tiny_policy(seed=3))
     contexts = make_contexts("workcell", range(2))[:2]
     Schedule(store.backend).write_round(0, contexts, rollouts_per_context=2)
     python = [sys.executable, "-m"]
     sim = subprocess.Popen([*python, "ript_ros.sim_bridge_node", *as_cli(sim_parameters())])
-    policy = subprocess.Popen(
-        [*python, "ript_ros.policy_node", *as_cli(policy_parameters(checkpoint, store_uri, autostart=True))]
-    )
+    params = policy_parameters(Path("store"), store_uri, autostart=True)
+    policy = subprocess.Popen([*python, "ript_ros.policy_node", *as_cli(params)])
     try:
 
         def committed():
@@ -312,3 +313,24 @@ def test_a_nan_action_or_a_failing_policy_holds_the_arm_and_ends_the_episode_as_
                 wait_for(lambda: listener.state() in ("ready", "running"), what="the node to carry on")
     finally:
         torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+def test_without_a_workspace_calibration_the_node_refuses_to_configure(checkpoint: Path, tmp_path: Path) -> None:
+    with ros_context() as ctx:
+        params = policy_parameters(checkpoint, tmp_path / "store", **{"runtime.safety.workspace": ""})
+        node = PolicyNode(context=ctx, parameter_overrides=as_overrides(params))
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.phase == "unconfigured" and "runtime.safety.workspace" in node.message
+        node.destroy_node()
+
+
+def test_dry_run_sends_nothing_to_the_arm_and_stores_nothing(checkpoint: Path, tmp_path: Path) -> None:
+    with ros_context() as ctx:
+        policy, sim = _run_with_sim(ctx, checkpoint, tmp_path / "store", {"dry_run": True}, {})
+        listener = Listener(ctx)
+        dry: list[TwistStamped] = []
+        listener.create_subscription(TwistStamped, "policy/dry_run/twist", dry.append, 10)
+        with spinning(ctx, policy, sim, listener):
+            wait_for(lambda: len(dry) > 10, what="commands on ~/dry_run/twist")
+            assert listener.twists == [] and sim.commands_applied == 0
+        assert not (tmp_path / "store").exists() or EpisodeStore(tmp_path / "store", create=False).records() == []

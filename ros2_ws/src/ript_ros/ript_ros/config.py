@@ -77,6 +77,9 @@ class PolicyNodeConfig(ConfigModel):
     robot_id: str = Field("arm-0", description="recorded with every episode")
     control_hz: float = Field(30.0, gt=0.0, le=1000.0, description="control rate, Hz; the watchdog checks at this rate")
     max_steps: int = Field(300, ge=1, description="step limit of one episode")
+    frames_per_tick: int = Field(
+        1, ge=1, description="frames of the first camera per control tick (2 for a 60 fps camera at 30 Hz)"
+    )
     max_input_age_s: float = Field(0.1, gt=0.0, description="hold the arm when any input is older than this, seconds")
     stale_abort_s: float = Field(2.0, gt=0.0, description="end the episode as a fault after inputs stale this long, s")
     outcome_grace_s: float = Field(0.5, ge=0.0, description="after max steps, wait this long for the outcome, s")
@@ -86,7 +89,7 @@ class PolicyNodeConfig(ConfigModel):
     )
     scene: str = Field("default", description="scene name of instruction contexts (context id scene/instruction)")
     deterministic: bool = Field(False, description="mean actions (evaluation) instead of sampled ones (RIPT)")
-    dry_run: bool = Field(False, description="compute commands but publish them on ~/dry_run/twist only; store nothing")
+    dry_run: bool = Field(False, description="compute commands but publish them under ~/dry_run/ only; store nothing")
     record: bool = Field(True, description="write every episode to the store")
     require_workspace: bool = Field(
         True, description="refuse to configure without a workspace calibration (runtime.safety.workspace)"

@@ -79,7 +79,7 @@ class PolicyNode(LifecycleNode):
         self.stopped = False  # the software stop is latched
         self.last_episode: dict[str, Any] | None = None
         self.input_error: tuple[float, str] | None = None
-        self.counters = {"holds": 0, "rejected_frames": 0, "episodes": 0, "faults": 0}
+        self.counters = {"holds": 0, "rejected_frames": 0, "frames_without_tick": 0, "episodes": 0, "faults": 0}
         self.latencies: deque[float] = deque(maxlen=10_000)  # camera stamp -> command out, seconds
         self.plan_times: deque[float] = deque(maxlen=10_000)
         self._status_seq = 0
@@ -146,12 +146,12 @@ class PolicyNode(LifecycleNode):
         if len(cameras) < 1:
             raise ConfigError("topics.cameras is empty: name at least the camera the policy looks through")
         self.watchdog = Watchdog([f"camera/{c}" for c in cameras] + ["state"], cfg.max_input_age_s)
-        self.cycle = CycleTimer(cfg.control_hz)
+        self.cycle = CycleTimer(cfg.control_hz)  # warns when frames arrive too far apart or ticks overrun
         self.images: dict[str, np.ndarray] = {}
         self.frame_stamps: dict[str, float] = {}
         self.state: np.ndarray | None = None
         self.instruction = ""
-        self._last_tick = -1.0
+        self._frames = 0  # primary frames received while an episode runs
         self._stale_since: float | None = None
         self._ending_deadline: float | None = None
         self._next_poll = 0.0
@@ -185,16 +185,18 @@ class PolicyNode(LifecycleNode):
             self.create_subscription(Bool, t.outcome_topic, self._on_outcome, RELIABLE),
         ]
         c = cfg.command
-        if cfg.dry_run:  # nothing reaches the arm; the would-be commands go where people can look at them
-            self.publishers_by_kind = {"twist": self.create_lifecycle_publisher(TwistStamped, "~/dry_run/twist", 10)}
-        elif c.adapter == "twist":
-            self.publishers_by_kind = {"twist": self.create_lifecycle_publisher(TwistStamped, c.twist_topic, RELIABLE)}
-            if c.gripper_index >= 0:
-                self.publishers_by_kind["gripper"] = self.create_lifecycle_publisher(Float64, c.gripper_topic, RELIABLE)
-        else:
-            self.publishers_by_kind = {
-                "trajectory": self.create_lifecycle_publisher(JointTrajectory, c.trajectory_topic, RELIABLE)
-            }
+        kinds = {
+            "twist": (TwistStamped, c.twist_topic),
+            "gripper": (Float64, c.gripper_topic),
+            "trajectory": (JointTrajectory, c.trajectory_topic),
+        }
+        used = ["trajectory"] if c.adapter == "joint_trajectory" else ["twist"] + ["gripper"] * (c.gripper_index >= 0)
+        self.publishers_by_kind = {}
+        for kind in used:
+            msg_type, topic = kinds[kind]
+            if cfg.dry_run:  # nothing reaches the arm; the would-be commands go where people can look at them
+                topic = f"~/dry_run/{kind}"
+            self.publishers_by_kind[kind] = self.create_lifecycle_publisher(msg_type, topic, RELIABLE)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.cfg is not None
@@ -276,8 +278,9 @@ class PolicyNode(LifecycleNode):
 
     def _on_instruction(self, msg: String) -> None:
         self.instruction = msg.data.strip()
-        if self.phase == "idle" and self.cfg.context_source == "instruction":
-            self._next_context()
+        between_episodes = self.phase in ("idle", "waiting", "ready")
+        if between_episodes and self.cfg is not None and self.cfg.context_source == "instruction":
+            self._next_context()  # announce the new task at once
 
     def _on_outcome(self, msg: Bool) -> None:
         if self.phase not in ("running", "ending"):
@@ -288,12 +291,13 @@ class PolicyNode(LifecycleNode):
 
     # ---- the control tick ------------------------------------------------------------------
     def _tick(self, frame_stamp: Any) -> None:
+        self._frames += 1
+        if (self._frames - 1) % self.cfg.frames_per_tick:
+            return  # a camera faster than the control rate: tick on every frames_per_tick-th frame
         now = time.monotonic()
-        if now - self._last_tick < 0.75 * self.cycle.period_s:
-            return  # the camera runs faster than the control rate: skip this frame
         if self.watchdog.stale(now) or self.state is None:
+            self.counters["frames_without_tick"] += 1
             return  # the control timer holds the arm
-        self._last_tick = now
         self.cycle.start(now)
         assert self.current_context is not None
         obs = Observation(
@@ -395,7 +399,7 @@ class PolicyNode(LifecycleNode):
             response.success, response.message = False, problem
             return response
         meta = self.controller.begin(SLOT, self.current_context)
-        self._last_tick = -1.0
+        self._frames = 0
         self._stale_since = None
         self.cycle.pause()
         self._set_phase("running", f"episode {meta.episode_id} on {self.current_context.context_id}")

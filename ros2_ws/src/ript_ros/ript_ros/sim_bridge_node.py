@@ -80,6 +80,7 @@ class SimBridgeNode(Node):
         self.latencies: list[float] = []  # frame stamp -> command arrival, seconds
         self.frames = 0
         self.commands_applied = 0
+        self.steps_without_command = 0  # simulation ticks of a running episode that found no new command
         if cfg.instruction:
             self.instruction_pub.publish(String(data=cfg.instruction))
         self.create_timer(1.0 / cfg.control_hz, self._step)
@@ -128,6 +129,8 @@ class SimBridgeNode(Node):
         """One simulation tick: apply the newest command (if any), then publish the cameras and the state."""
         if self.observation is None:
             return
+        if self.phase == "running" and not self.reported and self.twist is None:
+            self.steps_without_command += 1  # the policy node missed this tick (or the command is late)
         if self.phase in ("set_up", "running") and not self.reported and self.twist is not None:
             action = self.adapter.twist_to_action(self.twist, self.gripper)
             self.twist = None
@@ -159,6 +162,7 @@ class SimBridgeNode(Node):
         return {
             "frames": self.frames,
             "commands_applied": self.commands_applied,
+            "steps_without_command": self.steps_without_command,
             "latency_p50_ms": float(np.percentile(v, 50)),
             "latency_p99_ms": float(np.percentile(v, 99)),
         }
