@@ -20,7 +20,7 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 
@@ -35,18 +35,21 @@ def ros_context() -> Iterator[Context]:
 
 
 @contextmanager
-def spinning(context: Context, *nodes: Node) -> Iterator[MultiThreadedExecutor]:
-    """Spin `nodes` in a background thread until the block ends."""
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+def spinning(context: Context, *nodes: Node) -> Iterator[None]:
+    """Spin each node in its own executor thread (as if in its own process) until the block ends."""
+    executors = []
     for node in nodes:
+        executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        executors.append((executor, thread))
     try:
-        yield executor
+        yield
     finally:
-        executor.shutdown()
-        thread.join(timeout=5)
+        for executor, thread in executors:
+            executor.shutdown()
+            thread.join(timeout=5)
         for node in nodes:
             close = getattr(node, "close", None)
             if close is not None:

@@ -200,7 +200,8 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.cfg is not None
-        self._timer = self.create_timer(1.0 / self.cfg.control_hz, self._on_timer)
+        # at twice the control rate, so a stale input is caught within half a period of going stale
+        self._timer = self.create_timer(0.5 / self.cfg.control_hz, self._on_timer)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
         result = super().on_activate(state)  # activates the lifecycle publishers
         self._set_phase("idle", "looking for the next context")
@@ -347,6 +348,8 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(f"holding the arm: stale input {names}")
             elif now - self._stale_since > self.cfg.stale_abort_s:
                 self._finish(f"fault: stale input {', '.join(stale)}", None)
+        elif self.phase == "saving":
+            self._after_saving()
         elif self.phase == "ending" and self._ending_deadline is not None and now >= self._ending_deadline:
             self._finish("max steps", None)  # unlabeled: the operator labels it on the tablet
         elif self.phase in ("idle", "waiting") and now >= self._next_poll:
@@ -451,10 +454,16 @@ class PolicyNode(LifecycleNode):
         }
         self.get_logger().info(f"episode {meta.episode_id} ended after {meta.num_steps} steps: {reason}")
         self.current_context = None
-        self._set_phase("idle", f"episode ended: {reason}")
-        if self._timer is not None:
-            self._next_context()
+        # the next episode starts once this one is committed: its commit then never competes with control ticks
+        self._set_phase("saving", f"episode ended: {reason}; committing it to the store")
+        self._after_saving()
         return meta.episode_id
+
+    def _after_saving(self) -> None:
+        if self.writer is None or self.writer.backlog == 0:
+            self._set_phase("idle", self.message.removesuffix("; committing it to the store"))
+            if self._timer is not None:
+                self._next_context()
 
     # ---- outputs ---------------------------------------------------------------------------
     def _publish(self, messages: dict[str, object]) -> None:

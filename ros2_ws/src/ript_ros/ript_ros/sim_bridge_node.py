@@ -81,6 +81,7 @@ class SimBridgeNode(Node):
         self.frames = 0
         self.commands_applied = 0
         self.steps_without_command = 0  # simulation ticks of a running episode that found no new command
+        self.episode_commands = 0  # commands applied in this episode (its first tick has none to find)
         if cfg.instruction:
             self.instruction_pub.publish(String(data=cfg.instruction))
         self.create_timer(1.0 / cfg.control_hz, self._step)
@@ -117,6 +118,7 @@ class SimBridgeNode(Node):
         self.scene_context = context
         self.twist, self.gripper, self.success, self.reported = None, -1.0, False, False
         self.phase = "set_up"
+        self.episode_commands = 0
         self.frames_since_reset = 0
         self.start_pending = True
         self.instruction_pub.publish(String(data=context.instruction))
@@ -129,13 +131,14 @@ class SimBridgeNode(Node):
         """One simulation tick: apply the newest command (if any), then publish the cameras and the state."""
         if self.observation is None:
             return
-        if self.phase == "running" and not self.reported and self.twist is None:
-            self.steps_without_command += 1  # the policy node missed this tick (or the command is late)
+        if self.phase == "running" and not self.reported and self.twist is None and self.episode_commands:
+            self.steps_without_command += 1  # the policy node missed this tick (or its command is late)
         if self.phase in ("set_up", "running") and not self.reported and self.twist is not None:
             action = self.adapter.twist_to_action(self.twist, self.gripper)
             self.twist = None
             result = self.env.step(action)
             self.commands_applied += 1
+            self.episode_commands += 1
             self.observation = result.observation
             self.success = bool(result.success)
             if result.done:
