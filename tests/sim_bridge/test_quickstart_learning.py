@@ -26,8 +26,10 @@ SMALL_BUDGET = [
 ]
 
 
-# RIPT through the store pays ~50 ms per committed episode: fewer iterations and re-sampling rounds.
-DISTRIBUTED_BUDGET = ["ript.iterations=6", "ript.max_sampling_rounds=2"]
+# RIPT through the store pays ~50 ms per committed episode: fewer re-sampling rounds. Ten iterations, so
+# that even a slow run (CI once saw 1.1 points per version) lifts the rollouts far beyond their noise.
+DISTRIBUTED_ITERATIONS = 10
+DISTRIBUTED_BUDGET = [f"ript.iterations={DISTRIBUTED_ITERATIONS}", "ript.max_sampling_rounds=2"]
 
 
 @pytest.fixture(scope="module")
@@ -94,20 +96,21 @@ def test_ript_lifts_sft_with_trainer_and_actor_in_separate_processes(run: dict, 
         )
         for i in range(2)
     ]
-    assert trainer.wait(timeout=900) == 0 and all(a.wait(timeout=60) == 0 for a in actors)
+    assert trainer.wait(timeout=1800) == 0 and all(a.wait(timeout=60) == 0 for a in actors)
     result_file = tmp_path / "eval.json"
     assert ript(["eval", str(store), "--contexts", "train", "--json", str(result_file)]) == 0
     final = json.loads(result_file.read_text())
-    assert final["policy_version"] == 6
+    assert final["policy_version"] == DISTRIBUTED_ITERATIONS
     assert final["success_rate"] - run["summary"]["sft_success"] >= 0.1, "RIPT through the store should lift success"
     backend = Backend(store)
     used = [set(read_manifest(backend, v)["trained_on"]) for v in published_versions(backend)]
     assert sum(map(len, used)) == len(set().union(*used)), "an episode trained two updates"
     store_view = EpisodeStore(store, create=False)
-    # 768 sampled rollouts per version. Over 4 runs the last two versions beat v0 by 5 to 13 points; the
-    # standard error of that difference is 1.6 points, so 3 points says "learning", not "noise".
-    rollouts = store_view.info()["success_per_version"]
-    late = (rollouts[4]["success"] + rollouts[5]["success"]) / 2
-    assert late - rollouts[0]["success"] >= 0.03, [r["success"] for r in rollouts.values()]
+    # 768 sampled rollouts per version: the standard error of the difference below is 1.6 points. Runs have
+    # lifted 1.1 (a slow one in CI) to 2.5 points per version, so about 10 to 23 points by the last two.
+    rollouts = [r["success"] for r in store_view.info()["success_per_version"].values()]
+    assert len(rollouts) == DISTRIBUTED_ITERATIONS  # every version was sampled, the last published one not yet
+    late = (rollouts[-1] + rollouts[-2]) / 2
+    assert late - rollouts[0] >= 0.05, rollouts
     assert store_view.verify().ok
     assert {r.meta.robot_id for r in store_view.records()} == {"sim-0", "sim-1"}  # both actors did work
