@@ -18,6 +18,7 @@ engages a latched stop, false releases it). Topics out: the command adapter's to
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -402,6 +403,7 @@ class PolicyNode(LifecycleNode):
             response.success, response.message = False, problem
             return response
         meta = self.controller.begin(SLOT, self.current_context)
+        gc.disable()  # no collector pauses mid-episode: garbage is collected between episodes, while the arm holds
         self._frames = 0
         self._stale_since = None
         self.cycle.pause()
@@ -440,6 +442,8 @@ class PolicyNode(LifecycleNode):
 
     def _finish(self, reason: str, label: Label | None) -> str:
         meta = self.controller.finish(SLOT, reason, label)
+        gc.enable()
+        gc.collect()
         self.counters["episodes"] += 1
         self._ending_deadline = None
         self.cycle.pause()
@@ -541,6 +545,9 @@ class PolicyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `ros2 run ript_ros policy_node` (and the `policy_node` console script)."""
+    # the episode writer's thread holds the GIL in slices of this length; the default 5 ms slices can
+    # delay a control tick by several of them, so hand the GIL over every 0.5 ms instead
+    sys.setswitchinterval(0.0005)
     rclpy.init(args=sys.argv if args is None else args)
     node = PolicyNode()
     try:
