@@ -137,6 +137,9 @@ class RuntimeConfig(ConfigModel):
     """The control loop shared by the robot and the simulator."""
 
     execute_steps: int = Field(8, ge=1, description="steps of each chunk executed open-loop before re-planning")
+    frame_every: int = Field(
+        1, ge=0, description="keep camera frames of every N-th step in the episode log (0: only those planned from)"
+    )
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
 
 

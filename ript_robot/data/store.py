@@ -193,9 +193,13 @@ class EpisodeStore:
         chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(num_steps), side="right") - 1
         steps = []
         images = {name.removeprefix("images/"): a for name, a in arrays.items() if name.startswith("images/")}
+        # stores written before frame_steps existed kept a frame of every step
+        kept = arrays.get("frame_steps", np.arange(num_steps))
+        frame_of_step = {int(t): f for f, t in enumerate(kept)} if images else {}
         for t in range(num_steps):
+            frame = frame_of_step.get(t)
             obs = Observation(
-                {cam: frames[t] for cam, frames in images.items()},
+                {} if frame is None else {cam: frames[frame] for cam, frames in images.items()},
                 arrays["state"][t],
                 meta.context.instruction,
                 float(arrays["timestamps"][t]),
@@ -262,9 +266,15 @@ class EpisodeStore:
             attrs = group.attrs["ript_episode"]
             if meta_from_dict(attrs).context.context_id != record.meta.context.context_id:
                 return f"episode {episode_id}: attributes disagree with the index"
-            for name in _array_names(group):
+            names = _array_names(group)
+            frames = group["frame_steps"].shape[0] if "frame_steps" in names else record.meta.num_steps
+            for name in names:
                 array = group[name]
-                expected = len(attrs["chunk_starts"]) if name.startswith("chunk_") else record.meta.num_steps
+                expected = record.meta.num_steps
+                if name.startswith("chunk_"):
+                    expected = len(attrs["chunk_starts"])
+                elif name.startswith("images/") or name == "frame_steps":
+                    expected = frames
                 if array.shape[0] != expected:
                     return f"episode {episode_id}: '{name}' has {array.shape[0]} rows, expected {expected}"
                 _read(group, name)
@@ -311,6 +321,8 @@ def _array_names(group: zarr.Group) -> list[str]:
     names = list(STEP_ARRAYS)
     if "images" in group:
         names += [f"images/{cam}" for cam in sorted(group["images"].array_keys())]
+        if "frame_steps" in group:
+            names.append("frame_steps")
     if "chunk_actions" in group:
         names += ["chunk_actions", "chunk_log_prob"]
     return names

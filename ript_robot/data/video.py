@@ -1,6 +1,6 @@
 """Export an episode's camera images to a video file, for reviewing what the robot did.
 
-All cameras of the episode are placed side by side, one frame per step, encoded as H.264
+All cameras of the episode are placed side by side, one frame per kept step, encoded as H.264
 with PyAV (FFmpeg's libraries, bundled in its wheels). Players need even frame sizes, so
 odd sizes are padded by one black row or column.
 """
@@ -16,11 +16,14 @@ from ript_robot.types import Episode
 
 
 def episode_frames(episode: Episode) -> np.ndarray:
-    """uint8 (T, H, W_total, 3): the cameras of each step side by side, in sorted name order."""
-    if not episode.steps or not episode.steps[0].observation.images:
+    """uint8 (F, H, W_total, 3): the cameras of each kept frame side by side, in sorted name order.
+
+    Every step's frame by default; a simulated episode may keep only some (`runtime.frame_every`)."""
+    kept = [s.observation.images for s in episode.steps if s.observation.images]
+    if not kept:
         raise ValueError(f"episode {episode.meta.episode_id} has no camera images to export")
-    cameras = sorted(episode.steps[0].observation.images)
-    frames = np.stack([np.concatenate([s.observation.images[c] for c in cameras], axis=1) for s in episode.steps])
+    cameras = sorted(kept[0])
+    frames = np.stack([np.concatenate([images[c] for c in cameras], axis=1) for images in kept])
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
 

@@ -9,7 +9,9 @@ that row leaves the episode invisible to every reader (`ript store verify` lists
 was left in staging).
 
 Layout of one episode group, readable with a plain `zarr.open_group`:
-    images/<camera>  uint8 (T, H, W, 3)   chunked along time, blosc-compressed
+    images/<camera>  uint8 (F, H, W, 3)   the kept frames, chunked along time, blosc-compressed
+    frame_steps      int32 (F,)           the step of each kept frame (all steps by default; a
+                                          simulator that renders only to re-plan keeps fewer)
     state            float32 (T, S)       proprioception at each step
     actions          float32 (T, A)       command sent after the safety filter
     timestamps       float64 (T,)         wall-clock time of each step, seconds
@@ -54,7 +56,10 @@ class _Staged:
     chunk_actions: list[np.ndarray] = field(default_factory=list)
     chunk_log_prob: list[np.ndarray] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)
+    frame_steps: list[int] = field(default_factory=list)
+    cameras: list[str] | None = None  # the cameras of the first frame; every frame must have the same
     clipped: list[int] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)  # arrays already in the store
     received: int = 0  # steps received
     written: int = 0  # steps already in the store
     group: zarr.Group | None = None
@@ -180,8 +185,17 @@ class EpisodeWriter:
             staged.chunk_starts.append(staged.received)
         else:
             record: StepRecord = item[2]
-            for camera, image in record.observation.images.items():
-                staged.images.setdefault(camera, []).append(image)
+            images = record.observation.images
+            if images:  # steps without a frame: the runtime kept none (see RuntimeConfig.frame_every)
+                if staged.cameras is None:
+                    staged.cameras = sorted(images)
+                elif sorted(images) != staged.cameras:
+                    raise ValueError(
+                        f"step {record.step} has cameras {sorted(images)}, the episode began with {staged.cameras}"
+                    )
+                for camera, image in images.items():
+                    staged.images.setdefault(camera, []).append(image)
+                staged.frame_steps.append(staged.received)
             staged.steps["state"].append(np.asarray(record.observation.state, np.float32))
             staged.steps["actions"].append(np.asarray(record.action, np.float32))
             staged.steps["timestamps"].append(np.float64(record.timestamp))
@@ -197,10 +211,12 @@ class EpisodeWriter:
             return
         if staged.group is None:
             staged.group = zarr.open_group(self.store.backend.zarr, path=_staging(staged.meta.episode_id), mode="w")
-        blocks = {f"images/{cam}": np.stack(frames) for cam, frames in staged.images.items()}
+        blocks = {f"images/{cam}": np.stack(frames) for cam, frames in staged.images.items() if frames}
+        if staged.frame_steps:
+            blocks["frame_steps"] = np.asarray(staged.frame_steps, np.int32)
         blocks.update({name: np.stack(values) for name, values in staged.steps.items()})
         for name, block in blocks.items():
-            if staged.written == 0:
+            if name not in staged.created:
                 image = name.startswith("images/")
                 staged.group.create_array(
                     name,
@@ -208,11 +224,13 @@ class EpisodeWriter:
                     chunks=(self.chunk_frames if image else 1024, *block.shape[1:]),
                     compressors=self._image_codecs if image else self._codecs,
                 )
+                staged.created.add(name)
             else:
                 array = staged.group[name]
                 assert isinstance(array, zarr.Array)
                 array.append(block, axis=0)
         staged.images = {cam: [] for cam in staged.images}
+        staged.frame_steps = []
         staged.steps = {name: [] for name in STEP_ARRAYS}
         staged.written = staged.received
 

@@ -150,7 +150,7 @@ class PickEnv(RobotEnv):
         self._steps = 0
         return self._observe(closed=False)
 
-    def step(self, action: np.ndarray) -> StepResult:
+    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
         if self._context is None:
             raise RuntimeError("PickEnv.step() called before reset()")
         action = np.asarray(action, dtype=np.float64)
@@ -161,15 +161,15 @@ class PickEnv(RobotEnv):
         self._steps += 1
         if action[2] > 0.0:
             success = bool(np.linalg.norm(self.gripper_position - self._blocks[self._target]) < GRASP_RADIUS)
-            return StepResult(self._observe(closed=True), True, success, "grasped" if success else "missed")
+            return StepResult(self._observe(True, render), True, success, "grasped" if success else "missed")
         if self._steps >= self.spec.max_steps:
-            return StepResult(self._observe(closed=False), True, False, "timeout")
-        return StepResult(self._observe(closed=False), False, None)
+            return StepResult(self._observe(False, render), True, False, "timeout")
+        return StepResult(self._observe(False, render), False, None)
 
-    def _observe(self, closed: bool) -> Observation:
+    def _observe(self, closed: bool, render: bool = True) -> Observation:
         assert self._context is not None
         return Observation(
-            images={CAMERA: self.render(closed)},
+            images={CAMERA: self.render(closed)} if render else {},
             state=np.array([self._pos[0], self._pos[1], float(closed)], dtype=np.float32),
             instruction=self._context.instruction,
             timestamp=time.monotonic(),

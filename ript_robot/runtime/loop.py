@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -128,10 +129,19 @@ class EpisodeController:
         """Steps the episode in `slot` has taken."""
         return self._steps[slot]
 
+    def frame_due(self, step: int) -> bool:
+        """Whether the observation of `step` needs its camera images: the policy re-plans from it,
+        or the episode log keeps its frame (every `frame_every` steps). Simulators render only then."""
+        every = self.config.frame_every
+        return step % self.config.execute_steps == 0 or (every > 0 and step % every == 0)
+
     def tick(self, observations: dict[int, Observation]) -> dict[int, Command]:
         """One control tick for the given running slots: their commands, safety-filtered and logged."""
         due = [i for i in observations if self._steps[i] % self.config.execute_steps == 0]
         self.plan_seconds = 0.0
+        blind = [self.metas[i].episode_id for i in due if not observations[i].images]
+        if blind:
+            raise ValueError(f"episodes {blind} re-plan from an observation without camera images")
         if due:  # in lock step every episode re-plans on the same tick: one batched policy call
             started = time.perf_counter()
             planned = self.policy.act([observations[i] for i in due], deterministic=self.deterministic)
@@ -149,7 +159,7 @@ class EpisodeController:
             record = StepRecord(
                 step=step,
                 timestamp=time.time(),
-                observation=observation,
+                observation=observation if self.frame_due(step) else replace(observation, images={}),
                 action=command,
                 chunk_index=self._chunk_counts[i] - 1,
                 safety_clipped=clipped,
@@ -213,19 +223,22 @@ def run_episodes(
 
     while observations:
         n_active = len(observations)
+        stepping = []
         for i, (command, fault) in controller.tick(observations).items():
-            env = envs[i]
             if fault:
                 controller.finish(i, FAULT_REASON)
                 del observations[i]
                 continue
-            result = env.step(command)
+            envs[i].step_async(command, render=controller.frame_due(controller.step_of(i)))
+            stepping.append(i)
+        for i in stepping:  # envs in worker processes step concurrently between step_async and step_wait
+            result = envs[i].step_wait()
             observations[i] = result.observation
             steps = controller.step_of(i)
             if result.done or steps >= spec.max_steps:
                 label = None
                 if result.success is not None:
-                    label = Label(success=result.success, source="sim", labeler=type(env).__name__)
+                    label = Label(success=result.success, source="sim", labeler=type(envs[i]).__name__)
                 controller.finish(i, result.reason if result.done else "max steps", label)
                 del observations[i]
         if on_step is not None:

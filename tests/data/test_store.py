@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from synthetic import synthetic_episode
 
 from ript_robot.data import EpisodeStore, StoreError
 from ript_robot.data.index import Index
+from ript_robot.data.video import episode_frames
 from ript_robot.types import Episode, Label
 
 
@@ -215,3 +217,40 @@ def test_a_bad_episode_is_reported_and_the_writer_goes_on(tmp_path: Path) -> Non
     assert len(writer.failures) == 1 and bad.meta.episode_id in writer.failures[0]
     assert [r.episode_id for r in store.refresh().records()] == [good.meta.episode_id]
     assert store.verify().ok
+
+
+def test_episodes_that_keep_only_some_frames_read_back_with_their_steps(store_uri: str) -> None:
+    """A simulator that renders only to re-plan (and every 3rd step for the review video)."""
+    store = EpisodeStore(store_uri)
+    episode = synthetic_episode(steps=13, chunk_size=4)
+    kept = [0, 3, 4, 6, 8, 9, 12]
+    for step in episode.steps:
+        if step.step not in kept:
+            step.observation = replace(step.observation, images={})
+    with store.writer(chunk_frames=2, flush_frames=4) as writer:  # blocks with and without frames
+        store.write_episode(episode, writer)
+    stored = store.refresh().read_episode(episode.meta.episode_id)
+    assert [s.step for s in stored.steps if s.observation.images] == kept
+    for a, b in zip(stored.steps, episode.steps, strict=True):
+        assert a.observation.images.keys() == b.observation.images.keys()
+        if b.observation.images:
+            assert np.array_equal(a.observation.images["top"], b.observation.images["top"])
+    assert all(
+        np.array_equal(a.images["top"], b.images["top"])
+        for a, b in zip(stored.chunk_observations, episode.chunk_observations, strict=True)
+    )
+    assert store.verify().ok
+    assert episode_frames(stored).shape == (len(kept), 16, 16, 3)
+    if not store_uri.startswith("s3://"):
+        group = zarr.open_group(store_uri, mode="r")["episodes"][episode.meta.episode_id]
+        assert list(group["frame_steps"][:]) == kept and group["images/top"].shape[0] == len(kept)
+
+
+def test_a_camera_that_appears_mid_episode_fails_that_episode_clearly(tmp_path: Path) -> None:
+    store = EpisodeStore(tmp_path)
+    episode = synthetic_episode(steps=6)
+    episode.steps[2].observation.images["wrist"] = episode.steps[2].observation.images["top"]
+    with store.writer() as writer:
+        store.write_episode(episode, writer)
+    assert len(writer.failures) == 1 and "step 2 has cameras ['top', 'wrist']" in writer.failures[0]
+    assert store.refresh().records() == []

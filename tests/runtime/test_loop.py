@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_env, tiny_policy
+from conftest import IMAGE_SIZE, make_env, tiny_policy
 
 from ript_robot.config import PolicyConfig, RuntimeConfig, SafetyConfig
-from ript_robot.envs.pick import make_contexts
+from ript_robot.envs.pick import PickEnv, make_contexts
 from ript_robot.policies.chunked import ChunkedPolicy
-from ript_robot.runtime.loop import EpisodeBuffer, run_episodes, success_rate
+from ript_robot.runtime.loop import EpisodeBuffer, EpisodeController, run_episodes, success_rate
 from ript_robot.runtime.safety import SafetyFilter
 from ript_robot.types import Label
 
@@ -187,3 +188,42 @@ def test_success_rate_counts_labeled_only():
     assert success_rate(episodes) == pytest.approx(2 / 3)
     assert math.isnan(success_rate([]))
     assert Label(True, "sim").reward == 1.0
+
+
+class CountingEnv(PickEnv):
+    """The built-in task, counting the steps it was asked to render."""
+
+    def __init__(self) -> None:
+        super().__init__(image_size=IMAGE_SIZE, max_steps=20)
+        self.rendered: list[bool] = []
+
+    def step(self, action, render=True):
+        self.rendered.append(render)
+        return super().step(action, render)
+
+
+KEPT = {0: {0, 4, 8, 12, 16}, 2: set(range(0, 20, 2)), 1: set(range(20))}  # frame_every -> steps with frames
+
+
+@pytest.mark.parametrize("frame_every", sorted(KEPT))
+def test_simulators_render_only_the_frames_the_policy_and_the_log_need(policy, frame_every: int) -> None:
+    with torch.no_grad():
+        policy.mean_head.bias[2::3] = -5.0  # the gripper never closes: episodes run all 20 steps
+    env = CountingEnv()
+    config = RuntimeConfig(execute_steps=4, frame_every=frame_every)
+    (episode,) = run_episodes([env], contexts(1), policy, config, deterministic=True)
+    assert episode.meta.num_steps == 20
+    # the observation after step t is that of step t + 1 (the last one, 20, is never looked at)
+    assert {t + 1 for t, render in enumerate(env.rendered) if render} - {20} == KEPT[frame_every] - {0}
+    assert {s.step for s in episode.steps if s.observation.images} == KEPT[frame_every]
+    assert all(obs.images for obs in episode.chunk_observations)  # every chunk was planned from a picture
+
+
+def test_a_re_plan_from_an_observation_without_images_is_refused(policy) -> None:
+    controller = EpisodeController(policy, RuntimeConfig(execute_steps=4), SafetyFilter(SafetyConfig(), 3), [])
+    env = make_env()
+    (context,) = contexts(1)
+    observation = env.reset(context)
+    controller.begin(0, context)
+    with pytest.raises(ValueError, match="without camera images"):
+        controller.tick({0: replace(observation, images={})})
