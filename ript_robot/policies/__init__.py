@@ -14,10 +14,12 @@ FAMILIES: dict[str, type[ChunkedPolicy]] = {"chunked": ChunkedPolicy}
 
 def make_policy(config: PolicyConfig, spec: EnvSpec) -> Policy:
     """A freshly initialized policy of `config.family` sized for an env."""
-    if len(spec.cameras) != 1:
-        raise ValueError(f"the {config.family} policy takes one camera; the env has {sorted(spec.cameras)}")
-    (image_shape,) = spec.cameras.values()
-    return FAMILIES[config.family](config, image_shape, spec.state_dim, spec.action_dim)
+    shapes = set(spec.cameras.values())
+    if len(shapes) != 1:
+        raise ValueError(f"the {config.family} policy takes cameras of one size; the env has {spec.cameras}")
+    (image_shape,) = shapes
+    cameras = sorted(spec.cameras) if len(spec.cameras) > 1 else ()
+    return FAMILIES[config.family](config, image_shape, spec.state_dim, spec.action_dim, cameras)
 
 
 def build_policy(meta: dict, source: str) -> Policy:

@@ -4,8 +4,10 @@ It is the CPU default for the robot and the policy the quickstart trains. The im
 ends in a spatial softmax (expected keypoint coordinates), which localizes objects and
 generalizes across layouts from few demonstrations; the instruction, hashed into a word
 vocabulary and averaged, modulates the conv features (FiLM) so keypoints follow the named
-object. The head predicts the mean and a bounded scale of every action of the chunk; the
-log-probability of each action is the sum of its A independent Gaussian (or Laplace) terms.
+object. Several cameras (LIBERO's agent view and wrist camera) share the encoder and their
+keypoints are concatenated. The head predicts the mean and a bounded scale of every action
+of the chunk; the log-probability of each action is the sum of its A independent Gaussian
+(or Laplace) terms.
 """
 
 from __future__ import annotations
@@ -52,13 +54,23 @@ class ChunkedPolicy(Policy):
 
     family = "chunked"
 
-    def __init__(self, config: PolicyConfig, image_shape: tuple[int, int], state_dim: int, action_dim: int):
-        """image_shape: (height, width) of the single RGB camera; state_dim, action_dim >= 1."""
+    def __init__(
+        self,
+        config: PolicyConfig,
+        image_shape: tuple[int, int],
+        state_dim: int,
+        action_dim: int,
+        cameras: Sequence[str] = (),
+    ):
+        """image_shape: (height, width) of every RGB camera; state_dim, action_dim >= 1;
+        cameras: the camera names, in the order their keypoints are concatenated (empty: one
+        camera, whatever its name)."""
         super().__init__()
         if state_dim < 1 or action_dim < 1:
             raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
         self.config = config
         self.image_shape = tuple(image_shape)
+        self.cameras = tuple(cameras)
         self.state_dim = state_dim
         self.action_dim = action_dim
         c, e = config.channels, 32
@@ -71,7 +83,7 @@ class ChunkedPolicy(Policy):
         width = config.hidden_dim
         out = config.chunk_size * action_dim
         self.trunk = nn.Sequential(
-            nn.Linear(2 * config.keypoints + state_dim + e, width),
+            nn.Linear(2 * config.keypoints * max(1, len(self.cameras)) + state_dim + e, width),
             nn.ReLU(),
             nn.Linear(width, width),
             nn.ReLU(),
@@ -90,6 +102,7 @@ class ChunkedPolicy(Policy):
             "image_shape": list(self.image_shape),
             "state_dim": self.state_dim,
             "action_dim": self.action_dim,
+            "cameras": list(self.cameras),
         }
 
     @classmethod
@@ -99,19 +112,24 @@ class ChunkedPolicy(Policy):
             tuple(config["image_shape"]),
             config["state_dim"],
             config["action_dim"],
+            config.get("cameras", ()),  # checkpoints from before multi-camera support: one camera
         )
 
     def preprocess(self, observations: Sequence[Observation]) -> Batch:
         images, states, tokens = [], [], []
         for obs in observations:
-            if len(obs.images) != 1:
+            if self.cameras and set(obs.images) != set(self.cameras):
+                raise ValueError(f"ChunkedPolicy takes the cameras {list(self.cameras)}, got {sorted(obs.images)}")
+            if not self.cameras and len(obs.images) != 1:
                 raise ValueError(f"ChunkedPolicy takes one camera, got {sorted(obs.images)}")
-            image = next(iter(obs.images.values()))
-            if image.dtype != np.uint8 or image.shape != (*self.image_shape, 3):
-                raise ValueError(
-                    f"image must be uint8 {(*self.image_shape, 3)} RGB, got {image.dtype} {image.shape}; "
-                    "convert the camera's encoding to rgb8 and resize before the policy"
-                )
+            views = [obs.images[c] for c in self.cameras] if self.cameras else list(obs.images.values())
+            for image in views:
+                if image.dtype != np.uint8 or image.shape != (*self.image_shape, 3):
+                    raise ValueError(
+                        f"image must be uint8 {(*self.image_shape, 3)} RGB, got {image.dtype} {image.shape}; "
+                        "convert the camera's encoding to rgb8 and resize before the policy"
+                    )
+            image = np.stack(views)  # (N, H, W, 3)
             if obs.state.shape != (self.state_dim,):
                 raise ValueError(f"state must have shape ({self.state_dim},), got {obs.state.shape}")
             images.append(image)
@@ -130,12 +148,13 @@ class ChunkedPolicy(Policy):
 
     def distribution(self, batch: Batch) -> Distribution:
         """Distribution over chunks, batch shape (B, H, A)."""
-        image = batch["image"].permute(0, 3, 1, 2).float() / 255.0
+        b, n = batch["image"].shape[:2]  # (B, N cameras, H, W, 3): one encoder for every camera
+        image = batch["image"].flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0
         words = self.words(batch["tokens"])
         x = F.relu(self.conv1(image))
-        gamma, beta = self.film(words).chunk(2, dim=-1)
+        gamma, beta = self.film(words).repeat_interleave(n, dim=0).chunk(2, dim=-1)
         x = F.relu(self.conv2(x) * (1.0 + gamma[..., None, None]) + beta[..., None, None])
-        keypoints = self.keypoints(self.conv3(x))
+        keypoints = self.keypoints(self.conv3(x)).view(b, -1)
         h = self.trunk(torch.cat([keypoints, batch["state"], words], dim=-1))
         shape = (-1, self.config.chunk_size, self.action_dim)
         mean = self.mean_head(h).view(shape)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_SIZE, make_env, tiny_policy
+from conftest import IMAGE_SIZE, TINY, make_env, tiny_policy
 
 from ript_robot.config import PolicyConfig
 from ript_robot.envs.base import EnvSpec
@@ -166,7 +166,7 @@ def test_preprocess_keeps_images_uint8_and_pads_tokens(policy):
     short = Observation(obs.images, obs.state, "grab")
     batch = policy.preprocess([obs, short])
     assert batch["image"].dtype == torch.uint8
-    assert batch["image"].shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert batch["image"].shape == (2, 1, IMAGE_SIZE, IMAGE_SIZE, 3)  # (batch, cameras, H, W, RGB)
     assert batch["state"].dtype == torch.float32
     assert batch["tokens"].shape == (2, len(tokenize(obs.instruction)))
     assert batch["tokens"][1, 1:].eq(0).all()
@@ -192,11 +192,27 @@ def test_make_policy_sizes_from_env_spec():
     assert isinstance(policy, ChunkedPolicy)
     assert policy.chunk_size == 4
     assert policy.image_shape == (IMAGE_SIZE, IMAGE_SIZE)
-    two = EnvSpec(cameras={"a": (32, 32), "b": (32, 32)}, state_dim=3, action_dim=3, control_hz=10, max_steps=5)
-    with pytest.raises(ValueError, match="one camera"):
-        make_policy(PolicyConfig(), two)
+    mixed = EnvSpec(cameras={"a": (32, 32), "b": (64, 64)}, state_dim=3, action_dim=3, control_hz=10, max_steps=5)
+    with pytest.raises(ValueError, match="cameras of one size"):
+        make_policy(PolicyConfig(), mixed)
 
 
 def test_bad_dimensions_rejected():
     with pytest.raises(ValueError, match="action_dim"):
         ChunkedPolicy(PolicyConfig(**{"hidden_dim": 32, "channels": 4, "keypoints": 4}), (32, 32), 3, 0)
+
+
+def test_several_cameras_share_the_encoder_and_each_one_counts():
+    """LIBERO's agent view and wrist camera: both are seen, in a fixed order, and both are required."""
+    two = ChunkedPolicy(PolicyConfig(**TINY), (IMAGE_SIZE, IMAGE_SIZE), 3, 3, cameras=["agentview", "wrist"])
+    rng = np.random.default_rng(0)
+    views = {c: rng.integers(0, 255, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8) for c in ("wrist", "agentview")}
+    obs = Observation(views, np.zeros(3, np.float32), "pick up the red block")
+    swapped = Observation({"agentview": views["wrist"], "wrist": views["agentview"]}, obs.state, obs.instruction)
+    with torch.no_grad():
+        mean = two.distribution(two.preprocess([obs])).mean
+        assert not torch.allclose(mean, two.distribution(two.preprocess([swapped])).mean)
+    with pytest.raises(ValueError, match=r"takes the cameras \['agentview', 'wrist'\], got \['agentview'\]"):
+        two.preprocess([Observation({"agentview": views["agentview"]}, obs.state, obs.instruction)])
+    spec = EnvSpec({"agentview": (IMAGE_SIZE, IMAGE_SIZE), "wrist": (IMAGE_SIZE, IMAGE_SIZE)}, 3, 3, 20.0, 10)
+    assert make_policy(PolicyConfig(**TINY), spec).cameras == ("agentview", "wrist")

@@ -99,7 +99,7 @@ def test_build_batch_skips_unlabeled_and_zero_advantage_episodes(policy):
     )
     torch.testing.assert_close(batch.actions[:, 0, 0], torch.tensor([1.0, 2.0, 10.0]))
     torch.testing.assert_close(batch.old_log_prob[:, 0], torch.tensor([-1.0, -2.0, -10.0]))
-    assert batch.inputs["image"].shape == (3, 32, 32, 3)
+    assert batch.inputs["image"].shape == (3, 1, 32, 32, 3)  # chunks, cameras, H, W, RGB
     assert batch.inputs["image"].dtype == torch.uint8
 
     sub = batch.select(torch.tensor([2]))
