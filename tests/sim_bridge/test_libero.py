@@ -6,13 +6,16 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from ript_robot.config import PolicyConfig, RuntimeConfig
 from ript_robot.data import EpisodeStore
 from ript_robot.policies import make_policy
+from ript_robot.rl.sft import chunk_dataset
 from ript_robot.runtime.loop import run_episodes
+from sim_bridge.libero_demos import demo_file, read_libero_demos
 from sim_bridge.libero_env import MAX_STEPS, SUITES, LiberoEnv, libero_contexts
 from sim_bridge.workers import WorkerEnv
 
@@ -83,3 +86,47 @@ def test_a_real_libero_episode_runs_in_a_worker_through_the_runtime_into_the_sto
         stored.steps[8].observation.images["agentview"], episode.steps[8].observation.images["agentview"]
     )
     assert store.verify().ok
+
+
+def write_demo_file(path: Path, lengths: list[int], successes: list[bool], size: int = 128) -> dict[str, np.ndarray]:
+    """A small file in LIBERO's demonstration format (raw, upside-down images); returns demo_0's arrays."""
+    rng = np.random.default_rng(0)
+    first = {}
+    with h5py.File(path, "w") as f:
+        for i, (n, ok) in enumerate(zip(lengths, successes, strict=True)):
+            demo = f.create_group(f"data/demo_{i}")
+            arrays = {
+                "actions": rng.uniform(-1, 1, (n, 7)),
+                "dones": np.eye(n, dtype=np.uint8)[-1] * ok,
+                "obs/agentview_rgb": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+                "obs/eye_in_hand_rgb": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+                "obs/ee_pos": rng.normal(size=(n, 3)),
+                "obs/ee_ori": rng.normal(size=(n, 3)),
+                "obs/gripper_states": rng.normal(size=(n, 2)),
+            }
+            for key, value in arrays.items():
+                demo.create_dataset(key, data=value)
+            first = first or arrays
+    return first
+
+
+def test_libero_demonstration_files_read_as_upright_episodes_the_policy_trains_on(env: LiberoEnv, tmp_path) -> None:
+    path = demo_file(tmp_path, "libero_spatial", 0)
+    assert path.name == "pick_up_the_black_bowl_between_the_plate_and_the_ramekin_and_place_it_on_the_plate_demo.hdf5"
+    raw = write_demo_file(path, lengths=[6, 5, 7], successes=[True, False, True], size=128)
+    demos = read_libero_demos(path, "libero_spatial", 0, image_size=64)
+    assert [d.meta.num_steps for d in demos] == [6, 7]  # the unsuccessful one is left out
+    first = demos[0]
+    assert first.meta.kind == "demonstration" and first.meta.context.context_id == "libero_spatial/0/demo_0"
+    assert first.meta.context.instruction == libero_contexts("libero_spatial", [0], [0])[0].instruction
+    upright = raw["obs/agentview_rgb"][2, ::-1, ::-1].reshape(64, 2, 64, 2, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(first.steps[2].observation.images["agentview"], upright, atol=1)
+    expected_state = np.concatenate([raw["obs/ee_pos"][2], raw["obs/ee_ori"][2], raw["obs/gripper_states"][2]])
+    np.testing.assert_allclose(first.steps[2].observation.state, expected_state, rtol=1e-6)
+    np.testing.assert_allclose(first.steps[2].action, raw["actions"][2], rtol=1e-6)
+    dataset = chunk_dataset(make_policy(TINY, env.spec), demos)  # the simulator's policy takes them as they are
+    assert len(dataset) == 13 and dataset.inputs["image"].shape == (13, 2, 64, 64, 3)
+    with h5py.File(path, "r+") as f:
+        del f["data/demo_0/obs/ee_ori"]
+    with pytest.raises(ValueError, match=r"data/demo_0 lacks \['obs/ee_ori'\]"):
+        read_libero_demos(path, "libero_spatial", 0)
