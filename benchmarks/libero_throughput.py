@@ -42,9 +42,9 @@ SUITE, TASK, SIZE = "libero_spatial", 0, 128
 
 def raw_libero_steps_s(steps: int) -> float:
     """LIBERO's own env, cameras rendered at every step (its defaults: shadows and reflections on)."""
+    suite = task_suite(SUITE)  # configures LIBERO first: importing it unconfigured prompts on stdin
     from libero.libero.envs import OffScreenRenderEnv
 
-    suite = task_suite(SUITE)
     env = OffScreenRenderEnv(
         bddl_file_name=suite.get_task_bddl_file_path(TASK), camera_heights=SIZE, camera_widths=SIZE
     )
@@ -104,6 +104,8 @@ def main() -> None:
     for n in (1, 2):
         envs = [WorkerEnv(make, f"{SUITE}-{i}") for i in range(n)]
         try:
+            for w in envs:  # load the task's scene first, as the in-process env did before its measurement
+                w.reset(libero_contexts(SUITE, [TASK], [0])[0])
             workers[n] = loop_steps_s(envs, policy, runtime, store, list(range(1, n + 1)))
         finally:
             for w in envs:

@@ -25,8 +25,14 @@ def record_demonstrations(
     contexts: Sequence[Context],
     expert: Callable[[E], np.ndarray],
     successful_only: bool = True,
+    frame_every: int = 1,
 ) -> list[Episode]:
-    """One expert episode per context; with successful_only, failures are left out."""
+    """One expert episode per context; with successful_only, failures are left out.
+
+    frame_every: render the cameras every N-th step only (>= 1); the expert needs no pictures,
+    and SFT learns from the steps that have them (a slow simulator renders N times less)."""
+    if frame_every < 1:
+        raise ValueError(f"frame_every must be >= 1, got {frame_every}")
     episodes = []
     for context in contexts:
         obs = env.reset(context)
@@ -37,7 +43,7 @@ def record_demonstrations(
         for t in range(env.spec.max_steps):
             action = np.asarray(expert(env), dtype=np.float32)
             steps.append(StepRecord(step=t, timestamp=time.time(), observation=obs, action=action, chunk_index=0))
-            result = env.step(action)
+            result = env.step(action, render=(t + 1) % frame_every == 0)
             obs = result.observation
             if result.done:
                 break

@@ -1,7 +1,8 @@
 """Behaviour cloning (SFT): fit a policy's chunk distribution to demonstrations.
 
 Every step t of a demonstration gives one sample: the observation at t and the next H
-executed actions (the last action repeated past the episode's end). The loss is the
+executed actions (the last action repeated past the episode's end). Steps recorded without
+camera images (a slow simulator renders only some) give no sample of their own. The loss is the
 policy's own `bc_loss`, for the light policy the negative log-likelihood, so the learned
 scale head is fitted together with the mean.
 """
@@ -32,7 +33,7 @@ class DemoDataset:
 
 
 def chunk_dataset(policy: Policy, episodes: Sequence[Episode]) -> DemoDataset:
-    """One (observation, next H actions) sample per step of every demonstration."""
+    """One (observation, next H actions) sample per step of every demonstration that has camera images."""
     h = policy.chunk_size
     observations, chunks = [], []
     for episode in episodes:
@@ -41,6 +42,8 @@ def chunk_dataset(policy: Policy, episodes: Sequence[Episode]) -> DemoDataset:
         actions = np.stack([s.action for s in episode.steps])
         padded = np.concatenate([actions, np.repeat(actions[-1:], h - 1, axis=0)])
         for t, step in enumerate(episode.steps):
+            if not step.observation.images:
+                continue  # a step recorded without rendering: its actions still fill earlier samples' chunks
             observations.append(step.observation)
             chunks.append(padded[t : t + h])
     if not observations:

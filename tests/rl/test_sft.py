@@ -29,6 +29,18 @@ def test_chunk_dataset_has_one_sample_per_step_with_padding(policy):
     assert dataset.inputs["image"].shape[0] == len(dataset)
 
 
+def test_demonstrations_recorded_with_every_third_frame_give_a_sample_per_frame(policy):
+    env = make_env()
+    (every,) = record_demonstrations(env, make_contexts("lab_a", [0])[:1], expert_action)
+    (sparse,) = record_demonstrations(env, make_contexts("lab_a", [0])[:1], expert_action, frame_every=3)
+    assert [s.action.tolist() for s in sparse.steps] == [s.action.tolist() for s in every.steps]  # the same moves
+    kept = [t for t, s in enumerate(sparse.steps) if s.observation.images]
+    assert kept == list(range(0, len(sparse.steps), 3))
+    dataset, full = chunk_dataset(policy, [sparse]), chunk_dataset(policy, [every])
+    assert len(dataset) == len(kept)
+    torch.testing.assert_close(dataset.actions, full.actions[kept])  # each chunk still holds the next 4 actions
+
+
 def test_chunk_dataset_without_steps_raises(policy):
     with pytest.raises(ValueError, match="no demonstration steps"):
         chunk_dataset(policy, [])
