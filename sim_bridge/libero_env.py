@@ -174,6 +174,7 @@ class LiberoEnv(RobotEnv):
         self.task_id: int | None = None
         self.sim: Any = None  # LIBERO's OffScreenRenderEnv of the current task
         self.context: Context | None = None
+        self.raw: dict[str, np.ndarray] = {}  # LIBERO's newest observation dict: privileged state for experts
         self._instruction = ""
         self._steps = 0
 
@@ -228,6 +229,7 @@ class LiberoEnv(RobotEnv):
         for _ in range(self.settle_steps):  # let the objects come to rest
             raw, *_ = self.sim.step(IDLE_ACTION)
         self._steps = 0
+        self.raw = raw
         return self._observation(raw, render=True)
 
     def step(self, action: np.ndarray, render: bool = True) -> StepResult:
@@ -238,6 +240,7 @@ class LiberoEnv(RobotEnv):
             raise ValueError(f"LIBERO takes a finite action of shape (7,), got {action!r}")
         raw, _, _, _ = self.sim.step(np.clip(action, -1.0, 1.0))
         self._steps += 1
+        self.raw = raw
         observation = self._observation(raw, render)
         if self.sim.check_success():
             return StepResult(observation, True, True, "success")
@@ -251,6 +254,11 @@ class LiberoEnv(RobotEnv):
             [raw["robot0_eef_pos"], quat_to_axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]]
         ).astype(np.float32)
         return Observation(images=images, state=state, instruction=self._instruction)
+
+    @property
+    def steps(self) -> int:
+        """Steps taken since the last reset."""
+        return self._steps
 
     # ---- privileged state, for scripted experts ---------------------------------------------
     def object_position(self, name: str) -> np.ndarray:

@@ -12,11 +12,13 @@ import pytest
 
 from ript_robot.config import PolicyConfig, RuntimeConfig
 from ript_robot.data import EpisodeStore
+from ript_robot.envs.demos import record_demonstrations
 from ript_robot.policies import make_policy
 from ript_robot.rl.sft import chunk_dataset
 from ript_robot.runtime.loop import run_episodes
 from sim_bridge.libero_demos import demo_file, read_libero_demos
 from sim_bridge.libero_env import MAX_STEPS, SUITES, LiberoEnv, libero_contexts
+from sim_bridge.libero_expert import LiberoExpert
 from sim_bridge.workers import WorkerEnv
 
 TINY = PolicyConfig(hidden_dim=32, channels=4, keypoints=4, chunk_size=8)
@@ -130,3 +132,18 @@ def test_libero_demonstration_files_read_as_upright_episodes_the_policy_trains_o
         del f["data/demo_0/obs/ee_ori"]
     with pytest.raises(ValueError, match=r"data/demo_0 lacks \['obs/ee_ori'\]"):
         read_libero_demos(path, "libero_spatial", 0)
+
+
+@pytest.mark.parametrize(("suite", "init"), [("libero_spatial", 5), ("libero_object", 5)])
+def test_the_scripted_expert_picks_and_places_from_privileged_state(suite: str, init: int) -> None:
+    env = LiberoEnv(suite, image_size=64)
+    try:
+        contexts = libero_contexts(suite, [0], [init])
+        (demo,) = record_demonstrations(env, contexts, LiberoExpert(), successful_only=False, frame_every=8)
+    finally:
+        env.close()
+    assert demo.meta.label is not None and demo.meta.label.success, (
+        f"{demo.meta.end_reason} after {demo.meta.num_steps}"
+    )
+    assert demo.meta.num_steps < MAX_STEPS[suite] and demo.meta.kind == "demonstration"
+    assert sum(bool(s.observation.images) for s in demo.steps) == len(range(0, demo.meta.num_steps, 8))
