@@ -58,8 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--topics", type=Path, help="import: YAML naming the bag's topics (see configs/bag_topics.yaml)")
     st.add_argument("--instruction", help="import: the task instruction the demonstration shows")
     st.add_argument("--context-id", help="import: context id (default: the bag's name)")
+    sim = add("sim-train", "SFT then RIPT on LIBERO tasks, through the store, trainer and actor a robot uses")
+    sim.add_argument("--store", help="store URI (default: store.uri of the config)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bars")
     add("config", "print the resolved configuration as YAML")
     return parser
+
+
+# `ript sim-train` reads these LIBERO settings unless --config names another file
+LIBERO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "libero.yaml"
+
+
+def _sim_train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
+    from sim_bridge.sim_train import run_sim_train
+
+    if args.store:
+        cfg.store.uri = args.store
+    summary = run_sim_train(cfg, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
 
 
 def _quickstart(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
@@ -198,7 +214,10 @@ def _store_command(cfg: QuickstartConfig, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(QuickstartConfig, args.config, args.overrides)
+        path = args.config
+        if path is None and args.command == "sim-train" and LIBERO_CONFIG.is_file():
+            path = LIBERO_CONFIG
+        cfg = load_config(QuickstartConfig, path, args.overrides)
         if args.command == "config":
             print(dump_config(cfg), end="")
         elif args.command == "quickstart":
@@ -211,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             _actor(cfg, args)
         elif args.command == "store":
             return _store_command(cfg, args)
+        elif args.command == "sim-train":
+            _sim_train(cfg, args)
     except (ConfigError, CheckpointError, StoreError) as exc:
         print(f"ript {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,35 @@ class TaskConfig(ConfigModel):
     heldout_contexts_per_task: int = Field(25, ge=1, description="layouts per task kept for evaluation only")
 
 
+class LiberoConfig(ConfigModel):
+    """LIBERO tasks for `ript sim-train` (see `sim_bridge.libero_env`); contexts are the benchmark's init states."""
+
+    suite: Literal["libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"] = Field(
+        "libero_spatial", description="LIBERO task suite"
+    )
+    tasks: list[int] = Field(default_factory=lambda: [0], description="task ids of the suite to train on")
+    train_inits: int = Field(40, ge=1, le=50, description="initial states 0..N-1 of each task are RIPT contexts")
+    heldout_inits: int = Field(5, ge=0, le=49, description="the next N initial states are for evaluation only")
+    demos_per_task: int = Field(5, ge=0, le=50, description="scripted-expert demonstrations per task (last inits)")
+    demo_dir: Path | None = Field(None, description="folder of LIBERO's <task>_demo.hdf5 files, used instead")
+    image_size: int = Field(128, ge=32, le=512, description="camera image side in pixels")
+    cameras: list[Literal["agentview", "wrist"]] = Field(
+        default_factory=lambda: ["agentview", "wrist"], description="cameras the policy sees"
+    )
+    max_steps: int | None = Field(None, ge=1, description="episode step limit (null: the suite's usual one)")
+    shadows: bool = Field(False, description="render shadows and reflections (twice as slow; LIBERO's data has them)")
+    workers: int = Field(2, ge=1, description="simulator worker processes stepped in lock step")
+
+    @model_validator(mode="after")
+    def _disjoint_inits(self) -> LiberoConfig:
+        used = self.train_inits + self.heldout_inits + (0 if self.demo_dir else self.demos_per_task)
+        if used > 50:
+            raise ValueError(
+                f"train_inits + heldout_inits + demos_per_task = {used}, but each LIBERO task has 50 initial states"
+            )
+        return self
+
+
 class PolicyConfig(ConfigModel):
     """The light chunked policy (CNN + instruction FiLM + learned-scale head)."""
 
@@ -225,6 +254,7 @@ class QuickstartConfig(ConfigModel):
     torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: leave torch's default)")
     init_checkpoint: Path | None = Field(None, description="start RIPT from this checkpoint, skipping pretrain and SFT")
     task: TaskConfig = Field(default_factory=TaskConfig)
+    libero: LiberoConfig = Field(default_factory=LiberoConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     pretrain: SFTConfig = Field(default_factory=SFTConfig)

@@ -1,6 +1,6 @@
 """A simulated actor: claims scheduled rollouts, runs them through the shared runtime, commits them.
 
-It is what a robot does, with the built-in task's simulators in place of the arm: take
+It is what a robot does, with simulators (the built-in task's, or LIBERO's) in place of the arm: take
 the latest published policy (verified, and only between episodes), claim slots of the
 schedule for that version, run them in lock step through `run_episodes`, and hand every
 step to the store's background writer, which commits each episode with the simulator's
@@ -21,6 +21,7 @@ from ript_robot.data.checkpoints import PolicyFollower
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
 from sim_bridge.quickstart import builtin_rollouts
+from sim_bridge.rollouts import SimRollouts
 
 
 @dataclass
@@ -33,14 +34,21 @@ class ActorReport:
 
 
 def run_actor(
-    cfg: QuickstartConfig, store: EpisodeStore, max_episodes: int | None = None, progress: bool = True
+    cfg: QuickstartConfig,
+    store: EpisodeStore,
+    max_episodes: int | None = None,
+    progress: bool = True,
+    sim: SimRollouts | None = None,
 ) -> ActorReport:
-    """Run claimed rollouts until the schedule is done or `max_episodes` have been committed."""
+    """Run claimed rollouts until the schedule is done or `max_episodes` have been committed.
+
+    sim: the simulators to run them on (default: the built-in task); the actor closes them."""
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     schedule = Schedule(store.backend)
     follower = PolicyFollower(store.backend)
-    sim = builtin_rollouts(cfg, cfg.actor.max_envs, cfg.actor.robot_id)
+    sim = sim or builtin_rollouts(cfg, cfg.actor.max_envs, cfg.actor.robot_id)
+    claim = min(cfg.actor.max_envs, sim.max_envs)
     s = cfg.store
     writer = store.writer(
         chunk_frames=s.chunk_frames, flush_frames=s.flush_frames, compressor=s.compressor, clevel=s.clevel
@@ -62,7 +70,7 @@ def run_actor(
                 time.sleep(cfg.actor.poll_s)
                 continue
             writer.flush()  # claim only what can be delivered now: no backlog of claimed, unwritten slots
-            n = cfg.actor.max_envs if max_episodes is None else min(cfg.actor.max_envs, max_episodes - report.episodes)
+            n = claim if max_episodes is None else min(claim, max_episodes - report.episodes)
             slots = schedule.claim(follower.version, cfg.actor.robot_id, n)
             if not slots:
                 bar.set_postfix_str(f"v{follower.version}: waiting for work")

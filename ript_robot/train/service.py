@@ -70,6 +70,7 @@ class StoreTrainer:
         self.policy: Policy | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.consumed: set[str] = set()
+        self.abort_reason: str | None = None  # set from another thread (e.g. its actor died): stop waiting
 
     def start(self, initial: Policy | None = None) -> bool:
         """Resume from the store's latest policy, or publish `initial` as version 0.
@@ -143,6 +144,8 @@ class StoreTrainer:
         judged: set[str] = set()
         start = last_progress = time.monotonic()
         while True:
+            if self.abort_reason:
+                raise RuntimeError(f"training stopped while waiting for rollouts of v{v}: {self.abort_reason}")
             self.store.refresh()
             for group in self.store.complete_groups(k, min_version, v, exclude=self.consumed | judged):
                 judged.update(r.episode_id for r in group.records)
