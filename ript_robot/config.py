@@ -41,23 +41,35 @@ class TaskConfig(ConfigModel):
     heldout_contexts_per_task: int = Field(25, ge=1, description="layouts per task kept for evaluation only")
 
 
-class LiberoConfig(ConfigModel):
-    """LIBERO tasks for `ript sim-train` (see `sim_bridge.libero_env`); contexts are the benchmark's init states."""
+class LiberoEnvConfig(ConfigModel):
+    """A LIBERO simulator (see `sim_bridge.libero_env`): suite, cameras, step limit."""
 
     suite: Literal["libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"] = Field(
         "libero_spatial", description="LIBERO task suite"
     )
+    image_size: int = Field(128, ge=32, le=512, description="camera image side in pixels")
+    cameras: list[str] = Field(
+        default_factory=lambda: ["agentview", "wrist"], description="cameras the policy sees: agentview, wrist"
+    )
+    max_steps: int = Field(0, ge=0, description="episode step limit (0: the suite's usual one)")
+    shadows: bool = Field(False, description="render shadows and reflections (twice as slow; LIBERO's data has them)")
+
+    @model_validator(mode="after")
+    def _known_cameras(self) -> LiberoEnvConfig:
+        unknown = [c for c in self.cameras if c not in ("agentview", "wrist")]
+        if unknown or not self.cameras:
+            raise ValueError(f"cameras must be some of agentview, wrist; got {self.cameras}")
+        return self
+
+
+class LiberoConfig(LiberoEnvConfig):
+    """LIBERO tasks for `ript sim-train`; contexts are the benchmark's fixed initial states."""
+
     tasks: list[int] = Field(default_factory=lambda: [0], description="task ids of the suite to train on")
     train_inits: int = Field(40, ge=1, le=50, description="initial states 0..N-1 of each task are RIPT contexts")
     heldout_inits: int = Field(5, ge=0, le=49, description="the next N initial states are for evaluation only")
     demos_per_task: int = Field(5, ge=0, le=50, description="scripted-expert demonstrations per task (last inits)")
     demo_dir: Path | None = Field(None, description="folder of LIBERO's <task>_demo.hdf5 files, used instead")
-    image_size: int = Field(128, ge=32, le=512, description="camera image side in pixels")
-    cameras: list[Literal["agentview", "wrist"]] = Field(
-        default_factory=lambda: ["agentview", "wrist"], description="cameras the policy sees"
-    )
-    max_steps: int | None = Field(None, ge=1, description="episode step limit (null: the suite's usual one)")
-    shadows: bool = Field(False, description="render shadows and reflections (twice as slow; LIBERO's data has them)")
     workers: int = Field(2, ge=1, description="simulator worker processes stepped in lock step")
 
     @model_validator(mode="after")

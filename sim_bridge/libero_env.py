@@ -29,6 +29,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from ript_robot.config import LiberoEnvConfig
 from ript_robot.envs.base import EnvSpec, RobotEnv, StepResult
 from ript_robot.types import Context, Observation
 
@@ -177,6 +178,13 @@ class LiberoEnv(RobotEnv):
         self.raw: dict[str, np.ndarray] = {}  # LIBERO's newest observation dict: privileged state for experts
         self._instruction = ""
         self._steps = 0
+
+    @classmethod
+    def from_config(cls, config: LiberoEnvConfig) -> LiberoEnv:
+        """The simulator a `LiberoEnvConfig` (sim-train's `libero` section, the sim bridge's) describes."""
+        return cls(
+            config.suite, config.image_size, tuple(config.cameras), config.max_steps or None, shadows=config.shadows
+        )
 
     # ---- the scene -------------------------------------------------------------------------
     def _load_task(self, task_id: int) -> None:

@@ -45,10 +45,6 @@ from sim_bridge.workers import WorkerEnv
 DEMO_FRAME_EVERY = 2  # the expert needs no pictures: demonstrations render every other step
 
 
-def make_libero_env(lib: LiberoConfig) -> LiberoEnv:
-    return LiberoEnv(lib.suite, lib.image_size, tuple(lib.cameras), lib.max_steps, shadows=lib.shadows)
-
-
 def libero_context_sets(lib: LiberoConfig) -> tuple[list[Context], list[Context]]:
     """The RIPT pool and the held-out contexts: disjoint initial states of each task."""
     train = libero_contexts(lib.suite, lib.tasks, list(range(lib.train_inits)))
@@ -59,7 +55,7 @@ def libero_context_sets(lib: LiberoConfig) -> tuple[list[Context], list[Context]
 def libero_rollouts(cfg: QuickstartConfig, robot_id: str = "libero") -> SimRollouts:
     """Rollouts on LIBERO simulators, each in a worker process, `libero.workers` in lock step."""
     names = (f"{cfg.libero.suite}-{i}" for i in itertools.count())
-    make = partial(make_libero_env, cfg.libero)
+    make = partial(LiberoEnv.from_config, cfg.libero)
     return SimRollouts(lambda: WorkerEnv(make, next(names)), cfg.runtime, cfg.libero.workers, robot_id)
 
 
@@ -73,7 +69,7 @@ def demonstrations(lib: LiberoConfig, progress: bool = True) -> list[Episode]:
                 demo_file(lib.demo_dir, lib.suite, task), lib.suite, task, lib.image_size, tuple(lib.cameras)
             )[: lib.demos_per_task or None]
         ]
-    env = make_libero_env(lib.model_copy(update={"max_steps": None}))  # the suite's own limit: the expert is slow
+    env = LiberoEnv.from_config(lib.model_copy(update={"max_steps": 0}))  # the suite's own limit: the expert is slow
     inits = list(range(50 - lib.demos_per_task, 50))
     contexts = libero_contexts(lib.suite, lib.tasks, inits)
     demos = []
@@ -92,7 +88,7 @@ def sft_policy(cfg: QuickstartConfig, store: EpisodeStore, log: MetricsLogger, p
     for demo in demos:
         store.write_episode(demo, writer)
     writer.close()
-    policy = make_policy(cfg.policy, make_libero_env(cfg.libero).spec)
+    policy = make_policy(cfg.policy, LiberoEnv.from_config(cfg.libero).spec)
     losses = behaviour_cloning(policy, chunk_dataset(policy, demos), cfg.sft, cfg.seed, "SFT", progress)
     log.log("sft", cfg.sft.steps, {"demos": len(demos), "bc_loss": float(np.mean(losses[-50:])) if losses else 0.0})
     return policy

@@ -28,10 +28,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from ript_robot.config import LiberoEnvConfig, PolicyConfig
 from ript_robot.data import EpisodeStore
 from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.schedule import Schedule
 from ript_robot.envs.pick import make_contexts
+from ript_robot.policies import make_policy
 
 REPO = Path(__file__).parents[2]
 WORKSPACE = REPO / "calibration" / "sim_pick_workspace.yaml"
@@ -128,6 +130,48 @@ def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sim
         assert bool(results[done_at - 1].success) == meta.label.success, meta.end_reason
         assert len(episode.steps) - done_at in (0, 1)
     assert store.verify().ok
+
+
+def test_libero_episodes_over_dds_with_the_packaged_parameter_files(tmp_path: Path) -> None:
+    """The sim bridge serving LIBERO and the policy node, as sim_libero.launch.xml starts them."""
+    from sim_bridge.libero_env import LiberoEnv, libero_contexts
+
+    store_uri = tmp_path / "store"
+    store = EpisodeStore(store_uri, create=True)
+    spec = LiberoEnv.from_config(LiberoEnvConfig(suite="libero_object", image_size=64)).spec
+    publish_policy(store.backend, make_policy(PolicyConfig(hidden_dim=32, channels=4, keypoints=4), spec))
+    (context,) = libero_contexts("libero_object", [0], [3])
+    Schedule(store.backend).write_round(0, [context], rollouts_per_context=2)
+    config = REPO / "ros2_ws" / "src" / "ript_ros" / "config"
+    bridge_params = {"libero.suite": "libero_object", "libero.image_size": 64}
+    policy_params = {"store.uri": str(store_uri), "max_steps": 10, "autostart": True}
+
+    def start(module: str, params_file: str, params: dict[str, object]) -> subprocess.Popen:
+        cli = ["--ros-args", "--params-file", str(config / params_file), *as_cli(params)[1:]]
+        return subprocess.Popen([sys.executable, "-m", module, *cli])
+
+    sim = start("ript_ros.sim_bridge_node", "sim_bridge_libero.yaml", bridge_params)
+    policy = start("ript_ros.policy_node", "policy_node_libero.yaml", policy_params)
+    try:
+
+        def committed():
+            assert sim.poll() is None and policy.poll() is None, "a node exited early; its error is printed above"
+            store.refresh()
+            return len(store.records()) >= 2 and store.records()
+
+        records = wait_for(committed, timeout=180, what="2 committed LIBERO episodes")
+    finally:
+        for p in (policy, sim):
+            p.send_signal(signal.SIGINT)
+        codes = [p.wait(timeout=30) for p in (policy, sim)]
+    assert codes == [0, 0]
+    for record in records:
+        meta = record.meta
+        assert meta.context == context and meta.robot_id == "libero-ros-0" and meta.num_steps == 10
+        assert meta.label is not None and meta.label.source == "sim" and meta.label.success is False
+    episode = store.read_episode(records[0].episode_id)
+    assert episode.steps[0].observation.images["agentview"].shape == (64, 64, 3)
+    assert np.stack([s.action for s in episode.steps]).shape == (10, 7)
 
 
 def running_steps(policy: PolicyNode) -> int:

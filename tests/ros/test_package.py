@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rclpy
 import yaml
+from rclpy.context import Context
 from ript_ros.config import PolicyNodeConfig, SimBridgeConfig
 from ript_ros.params import descriptors, read
 from ript_ros.policy_node import PolicyNode
@@ -81,7 +83,7 @@ def test_a_bad_parameter_value_names_the_parameter():
         node.destroy_node()
 
 
-@pytest.mark.parametrize("name", ["policy_node.yaml", "policy_node_sim.yaml", "sim_bridge.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (PACKAGE / "config").glob("*.yaml")))
 def test_parameter_files_hold_only_declared_parameters_that_validate(name):
     content = yaml.safe_load((PACKAGE / "config" / name).read_text())
     ((node_name, section),) = content.items()
@@ -90,6 +92,10 @@ def test_parameter_files_hold_only_declared_parameters_that_validate(name):
     declared = {d.name for d in descriptors(model)}
     assert set(flat) <= declared, set(flat) - declared
     model.model_validate(unflatten(flat))
+    # ROS parses the file with its own YAML rules (a bare y is a boolean, lists must hold one type)
+    context = Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(PACKAGE / "config" / name)], context=context)
+    context.try_shutdown()
 
 
 def _launch_nodes() -> list[tuple[str, ET.Element, ET.Element]]:
@@ -103,7 +109,7 @@ def _launch_nodes() -> list[tuple[str, ET.Element, ET.Element]]:
 def test_launch_files_start_existing_executables_with_existing_files_and_declared_parameters():
     setup = setup_py()
     nodes = _launch_nodes()
-    assert {name for name, _, _ in nodes} == {"robot.launch.xml", "sim.launch.xml"}
+    assert {name for name, _, _ in nodes} == {"robot.launch.xml", "sim.launch.xml", "sim_libero.launch.xml"}
     for launch, root, node in nodes:
         pkg, exe = node.get("pkg"), node.get("exec")
         args = {a.get("name") for a in root.iter("arg")}

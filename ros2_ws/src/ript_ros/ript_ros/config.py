@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ript_robot.config import ConfigModel, RuntimeConfig, StoreConfig, TaskConfig
+from ript_robot.config import ConfigModel, LiberoEnvConfig, RuntimeConfig, StoreConfig, TaskConfig
 
 TWIST_FIELDS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
@@ -106,15 +106,14 @@ class PolicyNodeConfig(ConfigModel):
 class SimBridgeConfig(ConfigModel):
     """The sim bridge: a simulated arm and cameras on the topics a real driver uses, and the operator's part."""
 
-    task: Literal["builtin"] = Field("builtin", description="simulator behind the bridge (LIBERO joins later)")
+    task: Literal["builtin", "libero"] = Field("builtin", description="simulator behind the bridge")
     builtin: TaskConfig = Field(default_factory=TaskConfig)
-    control_hz: float = Field(30.0, gt=0.0, le=1000.0, description="simulated arm and camera rate, Hz")
-    step_mode: Literal["realtime", "lockstep"] = Field(
-        "realtime", description="realtime: step and publish on a timer; lockstep: step as each command arrives"
+    libero: LiberoEnvConfig = Field(default_factory=LiberoEnvConfig)
+    control_hz: float = Field(
+        30.0, gt=0.0, le=1000.0, description="simulated arm and camera rate, Hz (LIBERO renders slower on a CPU)"
     )
     policy_node: str = Field("policy", description="name of the policy node whose services and status it uses")
     auto_start: bool = Field(True, description="play the operator: set up each context and call start")
     instruction: str = Field("", description="instruction to publish (latched) for instruction contexts; '' for none")
-    seed: int = Field(0, description="layout seed of instruction contexts")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)

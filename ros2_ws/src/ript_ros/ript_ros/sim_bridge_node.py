@@ -1,7 +1,9 @@
 """The sim bridge node: a simulated arm and its cameras, on the topics a real driver uses.
 
-It publishes camera images (sensor_msgs/Image, rgb8) and the arm state (JointState) at
-`control_hz`, applies each command it receives (TwistStamped + gripper, through the same
+It serves the built-in task or LIBERO (`task`). It publishes camera images
+(sensor_msgs/Image, rgb8) and the arm state (JointState) at `control_hz` (LIBERO, which
+renders every frame it publishes, manages fewer on a CPU: give the policy node a
+`max_input_age_s` to match), applies each command it receives (TwistStamped + gripper, through the same
 `CommandAdapter` the policy node uses) on the next simulation step, and reports the
 simulator's success on the outcome topic. It also plays the operator: when the policy node
 announces the next context, it sets the scene up (resets the simulator to that context),
@@ -40,7 +42,11 @@ from ript_ros.policy_node import LATCHED, RELIABLE, stamp_seconds
 
 
 def make_env(cfg: SimBridgeConfig) -> RobotEnv:
-    """The simulator the bridge serves."""
+    """The simulator the bridge serves: the built-in task, or LIBERO (contexts `suite/task/init` from the schedule)."""
+    if cfg.task == "libero":
+        from sim_bridge.libero_env import LiberoEnv
+
+        return LiberoEnv.from_config(cfg.libero)
     return PickEnv(image_size=cfg.builtin.image_size, max_steps=cfg.builtin.max_steps, control_hz=cfg.control_hz)
 
 
@@ -180,6 +186,7 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.env.close()  # a simulator's renderer is released before the interpreter tears it down
         node.destroy_node()
         rclpy.try_shutdown()
 
