@@ -11,9 +11,12 @@ LIBERO ships 50 human demonstrations per task as one file per task,
     data/demo_<i>/obs/gripper_states (T, 2)  finger positions
     data/demo_<i>/dones, rewards     (T,)    1 at the last step of a successful demonstration
 
-`read_libero_demos` turns each into an `Episode` that looks exactly like one `LiberoEnv`
-records (upright images at the env's size, the same 8-number state), so a policy trained
-on them runs in the simulator unchanged. They cannot be downloaded here; users who have
+LIBERO's `create_dataset.py` stores at index t the observation that *followed* actions[t]
+(the replay records after each step), so the action taken from observation t is
+actions[t + 1]; the reader pairs them that way and drops the last observation, which no
+action followed. `read_libero_demos` turns each demo into an `Episode` that looks exactly
+like one `LiberoEnv` records (upright images at the env's size, the same 8-number state),
+so a policy trained on them runs in the simulator unchanged. They cannot be downloaded here; users who have
 them point `--demos` at their folder, and the tests write a small file in this format.
 """
 
@@ -87,9 +90,9 @@ def read_libero_demos(
                 start_time=time.time(),
                 kind="demonstration",
             )
-            steps = [
+            steps = [  # observation t was recorded after actions[t]: the action it led to is actions[t + 1]
                 StepRecord(t, float(t), Observation({c: images[c][t] for c in cameras}, state[t], instruction), a, 0)
-                for t, a in enumerate(actions)
+                for t, a in enumerate(actions[1:])
             ]
             meta.end_time, meta.num_steps, meta.end_reason = time.time(), len(steps), "success"
             meta.label = Label(success=True, source="sim", labeler="libero-dataset")

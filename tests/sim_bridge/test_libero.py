@@ -117,7 +117,7 @@ def test_libero_demonstration_files_read_as_upright_episodes_the_policy_trains_o
     assert path.name == "pick_up_the_black_bowl_between_the_plate_and_the_ramekin_and_place_it_on_the_plate_demo.hdf5"
     raw = write_demo_file(path, lengths=[6, 5, 7], successes=[True, False, True], size=128)
     demos = read_libero_demos(path, "libero_spatial", 0, image_size=64)
-    assert [d.meta.num_steps for d in demos] == [6, 7]  # the unsuccessful one is left out
+    assert [d.meta.num_steps for d in demos] == [5, 6]  # the unsuccessful one is left out
     first = demos[0]
     assert first.meta.kind == "demonstration" and first.meta.context.context_id == "libero_spatial/0/demo_0"
     assert first.meta.context.instruction == libero_contexts("libero_spatial", [0], [0])[0].instruction
@@ -125,9 +125,10 @@ def test_libero_demonstration_files_read_as_upright_episodes_the_policy_trains_o
     np.testing.assert_allclose(first.steps[2].observation.images["agentview"], upright, atol=1)
     expected_state = np.concatenate([raw["obs/ee_pos"][2], raw["obs/ee_ori"][2], raw["obs/gripper_states"][2]])
     np.testing.assert_allclose(first.steps[2].observation.state, expected_state, rtol=1e-6)
-    np.testing.assert_allclose(first.steps[2].action, raw["actions"][2], rtol=1e-6)
+    # LIBERO recorded observation t after actions[t]: what was done from it is actions[t + 1]
+    np.testing.assert_allclose(first.steps[2].action, raw["actions"][3], rtol=1e-6)
     dataset = chunk_dataset(make_policy(TINY, env.spec), demos)  # the simulator's policy takes them as they are
-    assert len(dataset) == 13 and dataset.inputs["image"].shape == (13, 2, 64, 64, 3)
+    assert len(dataset) == 11 and dataset.inputs["image"].shape == (11, 2, 64, 64, 3)
     with h5py.File(path, "r+") as f:
         del f["data/demo_0/obs/ee_ori"]
     with pytest.raises(ValueError, match=r"data/demo_0 lacks \['obs/ee_ori'\]"):
