@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -34,6 +35,9 @@ class WorkerError(RuntimeError):
 
 def _serve(make_env: Callable[[], RobotEnv], conn: Connection) -> None:
     """The worker's loop: build the env, then answer reset / step / close until told to stop."""
+    # one simulator per core: Mesa's software renderer and OpenMP would each start a thread per core
+    for variable in ("LP_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
     try:
         env = make_env()
         conn.send(("ok", env.spec))
