@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from ript_robot.data.backend import Backend, StoreError
 from ript_robot.data.index import EpisodeRecord, Index, IndexWriter, label_row, label_to_dict, meta_from_dict
@@ -78,14 +79,28 @@ class EpisodeStore:
                     f"{self.uri} is not a ript-robot store (no {MARKER}); "
                     "`ript train`, `ript actor` and `ript store import` create one"
                 )
-            root = zarr.open_group(self.backend.zarr, mode="a")
-            root.attrs.update({"ript_store": {"format": FORMAT}})
-            root.require_group("episodes")  # so zarr.open_group(root)["episodes"][id] works
+            self._create_layout()
             self.backend.create(MARKER, f'{{"format": {FORMAT}, "created": {time.time()}}}'.encode())
         elif marker.get("format") != FORMAT:
             raise StoreError(f"{self.uri} has store format {marker.get('format')}; this ript-robot reads {FORMAT}")
         self.index = Index(self.backend)
         self._index_writer: IndexWriter | None = None
+
+    def _create_layout(self, attempts: int = 5) -> None:
+        """The root group and `episodes/`, so `zarr.open_group(root)["episodes"][id]` works.
+
+        A trainer and its actors often start together on an empty folder or bucket: when another
+        process creates a node between zarr's check and its write, open what it made instead."""
+        for attempt in range(attempts):
+            try:
+                root = zarr.open_group(self.backend.zarr, mode="a")
+                root.attrs.update({"ript_store": {"format": FORMAT}})
+                root.require_group("episodes")
+                return
+            except (ContainsGroupError, ContainsArrayError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     @property
     def index_writer(self) -> IndexWriter:

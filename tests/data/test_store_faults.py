@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from synthetic import subprocess_env
@@ -60,3 +61,25 @@ def test_two_robots_write_to_one_store_at_once(store_uri: str) -> None:
     assert len({r.episode_id for r in records}) == 24
     assert store.verify().ok
     assert len(store.complete_groups(8)) == 3  # 8 of each context, from both robots
+
+
+def test_robots_and_a_trainer_creating_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """`ript train` and its actors are often started together on an empty folder or bucket."""
+    uri = tmp_path / "store"
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            EpisodeStore(uri, create=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert EpisodeStore(uri, create=False).verify().ok
