@@ -90,7 +90,6 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     from ript_robot.data.checkpoints import load_published
     from ript_robot.data.store import MARKER
     from ript_robot.policies import load_policy
-    from ript_robot.train.evaluate import evaluate
     from sim_bridge.quickstart import builtin_rollouts, context_sets
 
     source = args.checkpoint
@@ -104,7 +103,7 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     train, heldout = context_sets(cfg)
     contexts = train if args.contexts == "train" else heldout
     sim = builtin_rollouts(cfg)
-    result = evaluate(lambda c, det: sim(policy, c, det, desc="eval"), contexts, eval_cfg)
+    result = sim.evaluate(policy, contexts, eval_cfg, desc="eval")
     sim.close()
     print(f"{source} (policy v{policy.version}) on {len(contexts)} {args.contexts} contexts: {result}")
     if args.json:

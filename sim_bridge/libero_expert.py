@@ -102,6 +102,7 @@ class LiberoScene:
     """Privileged geometry of the scene a `LiberoEnv` holds: bodies, their boxes, goal regions."""
 
     def __init__(self, env: LiberoEnv):
+        self.libero = env
         self.env = env.sim.env  # robosuite's environment inside LIBERO's wrapper
         goal = self.env.parsed_problem["goal_state"]
         if len(goal) != 1 or goal[0][0] not in ("on", "in"):
@@ -109,7 +110,7 @@ class LiberoScene:
         self.predicate, self.object, self.target = goal[0]
 
     def position(self, name: str) -> np.ndarray:
-        return self.env.sim.data.body_xpos[self.env.obj_body_id[name]].copy()
+        return self.libero.object_position(name)
 
     def corners(self, name: str) -> np.ndarray:
         """World corners (M, 3) of the oriented boxes of an object's collision geoms."""

@@ -25,7 +25,6 @@ from ript_robot.envs.pick import PickEnv, expert_action, make_contexts
 from ript_robot.policies import Policy, load_policy, make_policy
 from ript_robot.rl.sampling import ContextPool
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
-from ript_robot.train.evaluate import EvalResult, evaluate
 from ript_robot.train.logging import MetricsLogger, plot_success
 from ript_robot.train.ript import RIPTLearner
 from ript_robot.types import Context
@@ -46,10 +45,6 @@ def context_sets(cfg: QuickstartConfig) -> tuple[list[Context], list[Context]]:
 def builtin_rollouts(cfg: QuickstartConfig, max_envs: int = 256, robot_id: str = "sim") -> SimRollouts:
     """Batched rollouts on the built-in task as configured."""
     return SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime, max_envs, robot_id)
-
-
-def _evaluate(sim: SimRollouts, policy: Policy, contexts: list[Context], cfg: QuickstartConfig) -> EvalResult:
-    return evaluate(lambda c, det: sim(policy, c, det), contexts, cfg.eval)
 
 
 def pretrain_and_sft(cfg: QuickstartConfig, log: MetricsLogger, progress: bool = True) -> Policy:
@@ -90,8 +85,8 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
     else:
         policy = pretrain_and_sft(cfg, log, progress)
     policy.save(out / "checkpoints" / "iter_000")
-    sft_train = _evaluate(sim, policy, train, cfg)
-    sft_heldout = _evaluate(sim, policy, heldout, cfg)
+    sft_train = sim.evaluate(policy, train, cfg.eval)
+    sft_heldout = sim.evaluate(policy, heldout, cfg.eval)
     log.log("eval", 0, {"train_success": sft_train.success_rate, "heldout_success": sft_heldout.success_rate})
     if progress:
         tqdm.write(f"after SFT   train {sft_train}\n            held-out {sft_heldout}")
@@ -104,7 +99,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
     for it in bar:
         metrics = learner.step(rollout)
         episodes += metrics["episodes"]
-        result = _evaluate(sim, policy, train, cfg)
+        result = sim.evaluate(policy, train, cfg.eval)
         metrics["train_success"] = result.success_rate
         metrics["elapsed_s"] = time.monotonic() - start
         log.log("ript", it, metrics)
@@ -117,7 +112,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
             groups=f"{metrics['groups_accepted']}/{metrics['groups_accepted'] + metrics['groups_rejected']}",
             kl=f"{metrics.get('approx_kl', float('nan')):.3f}",
         )
-    final_heldout = _evaluate(sim, policy, heldout, cfg)
+    final_heldout = sim.evaluate(policy, heldout, cfg.eval)
     sim.close()
     log.log(
         "eval", cfg.ript.iterations, {"train_success": curve_train[-1], "heldout_success": final_heldout.success_rate}

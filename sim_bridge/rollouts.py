@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from ript_robot.config import RuntimeConfig
+from ript_robot.config import EvalConfig, RuntimeConfig
 from ript_robot.envs.base import RobotEnv
 from ript_robot.policies.base import Policy
 from ript_robot.runtime.loop import EpisodeSink, run_episodes
+from ript_robot.train.evaluate import EvalResult, evaluate
 from ript_robot.types import Context, Episode
 
 
@@ -54,6 +55,12 @@ class SimRollouts:
                 )
                 bar.update(len(batch))
         return episodes
+
+    def evaluate(
+        self, policy: Policy, contexts: Sequence[Context], config: EvalConfig, desc: str | None = None
+    ) -> EvalResult:
+        """Success of `policy` on `contexts`, as `config` says (rollouts per context, sampled or not)."""
+        return evaluate(lambda c, deterministic: self(policy, c, deterministic, desc=desc), contexts, config)
 
     def close(self) -> None:
         for env in self.envs:

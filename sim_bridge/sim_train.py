@@ -31,7 +31,7 @@ from ript_robot.data.store import EpisodeStore
 from ript_robot.envs.demos import record_demonstrations
 from ript_robot.policies import Policy, make_policy
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
-from ript_robot.train.evaluate import EvalResult, evaluate
+from ript_robot.train.evaluate import EvalResult
 from ript_robot.train.logging import MetricsLogger, plot_success
 from ript_robot.train.service import StoreTrainer
 from ript_robot.types import Context, Episode
@@ -94,10 +94,6 @@ def sft_policy(cfg: QuickstartConfig, store: EpisodeStore, log: MetricsLogger, p
     return policy
 
 
-def _rollout(sim: SimRollouts, policy: Policy, desc: str, contexts: list[Context], deterministic: bool) -> list:
-    return sim(policy, contexts, deterministic, desc=desc)
-
-
 def run_sim_train(cfg: QuickstartConfig, progress: bool = True) -> dict[str, Any]:
     """SFT (unless the store already has a policy), then RIPT through the store; returns the run's figures."""
     start = time.monotonic()
@@ -143,7 +139,7 @@ def run_sim_train(cfg: QuickstartConfig, progress: bool = True) -> dict[str, Any
         sim = libero_rollouts(cfg, "eval")
         try:
             for name, policy in (("before", load_published(store.backend, first_version)), ("after", trainer.policy)):
-                results[name] = evaluate(partial(_rollout, sim, policy, f"eval {name}"), heldout, cfg.eval)
+                results[name] = sim.evaluate(policy, heldout, cfg.eval, desc=f"eval {name}")
         finally:
             sim.close()
     per_version = store.info()["success_per_version"]

@@ -75,8 +75,11 @@ class WorkerEnv(RobotEnv):
         child.close()
         self.spec = self._receive("starting", timeout=start_timeout_s)
 
+    def _where(self) -> str:
+        return f"simulator worker {self.name}" + (f" on context {self.context.context_id}" if self.context else "")
+
     def _receive(self, doing: str, timeout: float | None = None) -> Any:
-        where = f"simulator worker {self.name}" + (f" on context {self.context.context_id}" if self.context else "")
+        where = self._where()
         try:
             if timeout is not None and not self._conn.poll(timeout):
                 self.close()
@@ -95,10 +98,9 @@ class WorkerEnv(RobotEnv):
         try:
             self._conn.send(message)
         except (BrokenPipeError, ConnectionResetError, OSError) as exc:
-            context = f" on context {self.context.context_id}" if self.context else ""
             code = self._process.exitcode
             self.close()
-            raise WorkerError(f"simulator worker {self.name}{context} is gone (exit code {code})") from exc
+            raise WorkerError(f"{self._where()} is gone (exit code {code})") from exc
 
     def reset(self, context: Context) -> Observation:
         self.context = context

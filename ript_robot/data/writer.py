@@ -57,7 +57,6 @@ class _Staged:
     chunk_log_prob: list[np.ndarray] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)
     frame_steps: list[int] = field(default_factory=list)
-    cameras: list[str] | None = None  # the cameras of the first frame; every frame must have the same
     clipped: list[int] = field(default_factory=list)
     created: set[str] = field(default_factory=set)  # arrays already in the store
     received: int = 0  # steps received
@@ -187,12 +186,9 @@ class EpisodeWriter:
             record: StepRecord = item[2]
             images = record.observation.images
             if images:  # steps without a frame: the runtime kept none (see RuntimeConfig.frame_every)
-                if staged.cameras is None:
-                    staged.cameras = sorted(images)
-                elif sorted(images) != staged.cameras:
-                    raise ValueError(
-                        f"step {record.step} has cameras {sorted(images)}, the episode began with {staged.cameras}"
-                    )
+                if staged.images and images.keys() != staged.images.keys():  # every frame has the first's cameras
+                    began = sorted(staged.images)
+                    raise ValueError(f"step {record.step} has cameras {sorted(images)}, the episode began with {began}")
                 for camera, image in images.items():
                     staged.images.setdefault(camera, []).append(image)
                 staged.frame_steps.append(staged.received)
