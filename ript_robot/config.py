@@ -207,6 +207,9 @@ class RIPTConfig(ConfigModel):
     clip_low: float = Field(0.2, gt=0.0, lt=1.0, description="ratio may fall to 1 - clip_low")
     clip_high: float = Field(0.28, gt=0.0, description="ratio may rise to 1 + clip_high")
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping threshold (L2 norm)")
+    target_kl: float | None = Field(
+        None, gt=0.0, description="end the update early once a minibatch's approx_kl exceeds this (None: never)"
+    )
 
 
 class EvalConfig(ConfigModel):

@@ -119,6 +119,8 @@ def ppo_update(
 ) -> dict[str, float]:
     """Several epochs of minibatch PPO on one batch; returns averaged diagnostics.
 
+    With `config.target_kl` set, the update ends after the first minibatch whose approx_kl
+    exceeds it (CleanRL's early stop, per minibatch): `minibatches` says how many ran.
     `initial_ratio_error` is max |ratio - 1| before any step: it must be ~0, since the policy
     that sampled the batch is the one being updated (a check on the log-prob bookkeeping).
     """
@@ -128,7 +130,10 @@ def ppo_update(
         initial_ratio_error = ((start - batch.old_log_prob).exp().sub(1.0).abs() * batch.mask).max().item()
     sums: dict[str, float] = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
     steps = 0
+    stopped = False
     for _ in range(config.ppo_epochs):
+        if stopped:
+            break
         order = torch.randperm(len(batch), generator=generator)
         for begin in range(0, len(batch), config.minibatch_size):
             mb = batch.select(order[begin : begin + config.minibatch_size])
@@ -149,7 +154,11 @@ def ppo_update(
             sums["loss"] += loss.item()
             sums["grad_norm"] += float(grad_norm)
             steps += 1
+            if config.target_kl is not None and diag["approx_kl"] > config.target_kl:
+                stopped = True
+                break
     out = {key: value / max(steps, 1) for key, value in sums.items()}
     out["initial_ratio_error"] = initial_ratio_error
     out["samples"] = float(len(batch))
+    out["minibatches"] = float(steps)
     return out

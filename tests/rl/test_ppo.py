@@ -170,3 +170,16 @@ def test_initial_ratio_error_detects_stale_log_probs():
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
     out = ppo_update(policy, optimizer, batch, RIPTConfig(ppo_epochs=1, minibatch_size=64))
     assert out["initial_ratio_error"] == pytest.approx(1.0 - math.exp(-0.1), abs=1e-4)
+
+
+def test_target_kl_ends_an_update_that_moves_the_policy_too_far():
+    batch = build_batch(tiny_policy(seed=0), _rollout_groups(tiny_policy(seed=0)))
+    assert batch is not None
+    runs = {}
+    for target_kl in (None, 1e-3):
+        policy = tiny_policy(seed=0)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)  # large steps: the KL grows fast
+        config = RIPTConfig(ppo_epochs=4, minibatch_size=8, target_kl=target_kl)
+        runs[target_kl] = ppo_update(policy, optimizer, batch, config, torch.Generator().manual_seed(0))
+    assert runs[None]["minibatches"] == 4 * math.ceil(len(batch) / 8)
+    assert 1 <= runs[1e-3]["minibatches"] < runs[None]["minibatches"]
