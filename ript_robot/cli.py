@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     sim = add("sim-train", "SFT then RIPT on LIBERO tasks, through the store, trainer and actor a robot uses")
     sim.add_argument("--store", help="store URI (default: store.uri of the config)")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    la = add("label-app", "the operator's tablet app: pair a tablet, label episodes, start and stop the arm")
+    la.add_argument("--store", help="store URI (default: store.uri of the config)")
+    de = add("detector", "train the vision success detector on the store's labeled episodes")
+    de.add_argument("--store", help="store URI (default: store.uri of the config)")
+    de.add_argument("--out", type=Path, required=True, help="folder to save the trained detector in")
+    de.add_argument("--quiet", action="store_true", help="no progress bars")
     add("config", "print the resolved configuration as YAML")
     return parser
 
@@ -163,6 +170,44 @@ def _actor(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
         raise StoreError(f"{len(report.failures)} episodes were not stored; first: {report.failures[0]}")
 
 
+def _label_app(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
+    from ript_robot.labeling.robot import load_link
+    from ript_robot.labeling.server import LabelServer, build_app
+
+    if args.store:
+        cfg.store.uri = args.store
+    app_cfg = cfg.label_app
+    robot = None
+    if app_cfg.robot == "sim":
+        robot = load_link("sim", {"store_uri": cfg.store.uri, "config": cfg})
+    elif app_cfg.robot == "ros":
+        robot = load_link("ros", {})
+    server = LabelServer(build_app(app_cfg, cfg.store, cfg.detector, robot), app_cfg.host, app_cfg.port).start()
+    print(
+        f"[label-app] serving {cfg.store.uri} on {server.url} (robot: {app_cfg.robot}); Ctrl-C stops", file=sys.stderr
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if robot is not None:
+            robot.close()
+
+
+def _detector(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
+    from ript_robot.success.detector import train_detector
+
+    try:
+        detector, report = train_detector(_store(cfg, args), cfg.detector, cfg.seed, progress=not args.quiet)
+    except ValueError as exc:  # too few labeled episodes, or none with frames
+        raise ConfigError(str(exc)) from exc
+    detector.save(args.out, report)
+    print(json.dumps({"saved": str(args.out), **report}, indent=2))
+
+
 def _store_command(cfg: QuickstartConfig, args: argparse.Namespace) -> int:
     store = _store(cfg, args).refresh()
     if args.action == "info":
@@ -231,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             return _store_command(cfg, args)
         elif args.command == "sim-train":
             _sim_train(cfg, args)
+        elif args.command == "label-app":
+            _label_app(cfg, args)
+        elif args.command == "detector":
+            _detector(cfg, args)
     except (ConfigError, CheckpointError, StoreError) as exc:
         print(f"ript {args.command}: {exc}", file=sys.stderr)
         return 2

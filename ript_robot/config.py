@@ -259,6 +259,44 @@ class ActorConfig(ConfigModel):
     poll_s: float = Field(0.5, gt=0.0, description="seconds between looks at the schedule when there is no work")
 
 
+class DetectorConfig(ConfigModel):
+    """The vision success detector (`ript detector train`, the label app, the detector node)."""
+
+    checkpoint: Path | None = Field(None, description="trained detector folder (model.safetensors + detector.json)")
+    mode: Literal["off", "suggest", "auto"] = Field(
+        "suggest", description="suggest: show its guess, the operator decides; auto: label when confident; off"
+    )
+    camera: str | None = Field(None, description="camera it looks through (default: the first by name)")
+    image_size: int = Field(64, ge=16, le=256, description="side, pixels, its input frames are resized to")
+    last_frames: int = Field(2, ge=1, description="frames at the end of each episode used as training examples")
+    steps: int = Field(600, ge=1, description="training steps")
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    batch_size: int = Field(64, ge=1, description="frames per training batch")
+    validation_fraction: float = Field(
+        0.25, gt=0.0, lt=1.0, description="share of labeled episodes held out to calibrate the threshold"
+    )
+    auto_max_error: float = Field(
+        0.01, ge=0.0, lt=0.5, description="auto mode labels only where its validation error is at most this"
+    )
+
+
+class LabelAppConfig(ConfigModel):
+    """The operator's tablet app (`ript label-app`, and the workstation launch file's label_app node)."""
+
+    host: str = Field(
+        "127.0.0.1", description="bind address: 0.0.0.0 (or the workstation's LAN address) lets a tablet reach it"
+    )
+    port: int = Field(8765, ge=1, le=65535, description="TCP port")
+    robot: Literal["none", "sim", "ros"] = Field(
+        "none", description="live view and start/stop through: the ROS policy node, the built-in sim, or nothing"
+    )
+    undo_window_s: float = Field(10.0, gt=0.0, description="seconds after a label during which its labeler may undo")
+    pairing_code_ttl_s: float = Field(600.0, gt=0.0, description="seconds a pairing code stays valid")
+    queue_length: int = Field(20, ge=1, description="unlabeled episodes listed, newest first")
+    rollouts_per_context: int = Field(8, ge=1, description="K shown per context when the store has no schedule")
+    poll_ms: int = Field(500, ge=100, description="how often the page refreshes its state, milliseconds")
+
+
 class QuickstartConfig(ConfigModel):
     """The main job: pretrain, SFT from one demonstration per task, then RIPT."""
 
@@ -279,6 +317,8 @@ class QuickstartConfig(ConfigModel):
     store: StoreConfig = Field(default_factory=StoreConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     actor: ActorConfig = Field(default_factory=ActorConfig)
+    label_app: LabelAppConfig = Field(default_factory=LabelAppConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
 
 
 C = TypeVar("C", bound=ConfigModel)

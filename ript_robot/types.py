@@ -82,17 +82,27 @@ class StepRecord:
 
 @dataclass
 class Label:
-    """Binary success label for a finished episode and who gave it."""
+    """Binary success label for a finished episode and who gave it.
+
+    Labels are append-only: an undo is a label row with `retracted` set (it withdraws the
+    label before it, whose `success` it repeats), and a correction is simply a newer label.
+    `suggestion` is the success probability the detector showed the operator, if any, so its
+    agreement with operators can be counted from the labels alone.
+    """
 
     success: bool
     source: LabelSource
     confidence: float = 1.0
     labeler: str = ""
     time: float = field(default_factory=time.time)
+    retracted: bool = False
+    suggestion: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"Label confidence must be in [0, 1], got {self.confidence}")
+        if self.suggestion is not None and not 0.0 <= self.suggestion <= 1.0:
+            raise ValueError(f"Label suggestion must be a probability in [0, 1], got {self.suggestion}")
 
     @property
     def reward(self) -> float:

@@ -26,6 +26,9 @@ torch.set_num_threads(1)
 if importlib.util.find_spec("rclpy") is None or importlib.util.find_spec("ript_ros") is None:
     collect_ignore_glob = ["ros/*"]
 
+# the tablet app's fixtures: its server, the simulated arm, headless Chromium
+pytest_plugins = ["tablet"]
+
 IMAGE_SIZE = 32
 TINY = {"hidden_dim": 32, "channels": 4, "keypoints": 4, "chunk_size": 4}
 

@@ -36,11 +36,21 @@ def label_to_dict(label: Label) -> dict[str, Any]:
         "confidence": label.confidence,
         "labeler": label.labeler,
         "time": label.time,
+        "retracted": label.retracted,
+        "suggestion": label.suggestion,
     }
 
 
 def label_from_dict(d: dict[str, Any]) -> Label:
-    return Label(bool(d["success"]), d["source"], float(d["confidence"]), d.get("labeler", ""), float(d["time"]))
+    return Label(
+        bool(d["success"]),
+        d["source"],
+        float(d["confidence"]),
+        d.get("labeler", ""),
+        float(d["time"]),
+        bool(d.get("retracted", False)),  # stores written before undo existed lack these two
+        d.get("suggestion"),
+    )
 
 
 def meta_to_dict(meta: EpisodeMeta) -> dict[str, Any]:
@@ -79,7 +89,8 @@ def meta_from_dict(d: dict[str, Any]) -> EpisodeMeta:
 
 @dataclass
 class EpisodeRecord:
-    """What the index knows about one committed episode; `meta.label` is the newest label."""
+    """What the index knows about one committed episode; `meta.label` is the newest label (None when it
+    was retracted: undone)."""
 
     meta: EpisodeMeta
     committed_at: float
@@ -180,7 +191,8 @@ class Index:
                 record.labels.append(label)
         for record in episodes.values():
             record.labels.sort(key=lambda label: label.time)
-            record.meta.label = record.labels[-1] if record.labels else None
+            newest = record.labels[-1] if record.labels else None
+            record.meta.label = None if newest is None or newest.retracted else newest
         self.episodes = episodes
 
 

@@ -227,6 +227,39 @@ class EpisodeStore:
         ]
         return Episode(meta, steps, chunks, [steps[s].observation for s in starts])
 
+    def cameras(self, episode_id: str) -> list[str]:
+        """The names of the cameras an episode kept frames of, sorted."""
+        group = self._group(episode_id)
+        return sorted(group["images"].array_keys()) if "images" in group else []
+
+    def key_frames(
+        self, episode_id: str, count: int, camera: str | None = None, last: bool = False
+    ) -> list[np.ndarray]:
+        """`count` (>= 1) frames of one camera (default: the first by name), spread evenly from the
+        episode's first kept frame to its last (the final scene, when kept), or with `last` its
+        final `count` frames; reads only the chunks that hold them."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        cameras = self.cameras(episode_id)
+        if not cameras:
+            return []
+        group = self._group(episode_id)
+        name = camera or cameras[0]
+        if name not in cameras:
+            raise StoreError(f"episode {episode_id} has no camera {name!r}; it has {cameras}")
+        array = group[f"images/{name}"]
+        n = array.shape[0]
+        if n == 0:
+            return []
+        if last:
+            rows = list(range(max(0, n - count), n))
+        else:
+            rows = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
+        try:
+            return [np.asarray(array[r]) for r in rows]
+        except Exception as exc:
+            raise EpisodeCorrupt(f"episode {episode_id}: frames of '{name}' cannot be read: {exc}") from exc
+
     def read_episodes(self, episode_ids: Iterable[str]) -> list[Episode]:
         """Load several episodes; a damaged one is skipped with a warning naming it."""
         episodes = []
@@ -252,7 +285,7 @@ class EpisodeStore:
         self.index_writer.append(label_row(episode_id, label))
         group = zarr.open_group(self.backend.zarr, path=f"episodes/{episode_id}", mode="r+")
         attrs = dict(group.attrs["ript_episode"])
-        attrs["label"] = label_to_dict(label)
+        attrs["label"] = None if label.retracted else label_to_dict(label)
         group.attrs.update({"ript_episode": attrs})
         self.refresh()
 

@@ -11,7 +11,8 @@ was left in staging).
 Layout of one episode group, readable with a plain `zarr.open_group`:
     images/<camera>  uint8 (F, H, W, 3)   the kept frames, chunked along time, blosc-compressed
     frame_steps      int32 (F,)           the step of each kept frame (all steps by default; a
-                                          simulator that renders only to re-plan keeps fewer)
+                                          simulator that renders only to re-plan keeps fewer);
+                                          a frame at step T (the step count) is the final scene
     state            float32 (T, S)       proprioception at each step
     actions          float32 (T, A)       command sent after the safety filter
     timestamps       float64 (T,)         wall-clock time of each step, seconds
@@ -110,8 +111,8 @@ class EpisodeWriter:
     def add_step(self, episode_id: str, record: StepRecord) -> None:
         self._put(("step", episode_id, record))
 
-    def end(self, meta: EpisodeMeta) -> None:
-        self._put(("end", meta))
+    def end(self, meta: EpisodeMeta, final: Observation | None = None) -> None:
+        self._put(("end", meta, final))
 
     # --- control ---
 
@@ -172,7 +173,7 @@ class EpisodeWriter:
             self._open[meta.episode_id] = _Staged(meta)
             return
         if kind == "end":
-            self._commit(item[1])
+            self._commit(item[1], item[2])
             return
         staged = self._open.get(item[1])
         if staged is None:  # the episode failed earlier; its remaining calls are dropped
@@ -184,14 +185,8 @@ class EpisodeWriter:
             staged.chunk_starts.append(staged.received)
         else:
             record: StepRecord = item[2]
-            images = record.observation.images
-            if images:  # steps without a frame: the runtime kept none (see RuntimeConfig.frame_every)
-                if staged.images and images.keys() != staged.images.keys():  # every frame has the first's cameras
-                    began = sorted(staged.images)
-                    raise ValueError(f"step {record.step} has cameras {sorted(images)}, the episode began with {began}")
-                for camera, image in images.items():
-                    staged.images.setdefault(camera, []).append(image)
-                staged.frame_steps.append(staged.received)
+            if record.observation.images:  # steps without a frame: the runtime kept none (RuntimeConfig.frame_every)
+                self._add_frame(staged, record.observation.images, f"step {record.step}")
             staged.steps["state"].append(np.asarray(record.observation.state, np.float32))
             staged.steps["actions"].append(np.asarray(record.action, np.float32))
             staged.steps["timestamps"].append(np.float64(record.timestamp))
@@ -201,16 +196,25 @@ class EpisodeWriter:
             if staged.received - staged.written >= self.flush_frames:
                 self._flush_steps(staged)
 
+    @staticmethod
+    def _add_frame(staged: _Staged, images: dict[str, np.ndarray], what: str) -> None:
+        """Keep a frame of every camera as the frame of step `staged.received`."""
+        if staged.images and images.keys() != staged.images.keys():  # every frame has the first's cameras
+            raise ValueError(f"{what} has cameras {sorted(images)}, the episode began with {sorted(staged.images)}")
+        for camera, image in images.items():
+            staged.images.setdefault(camera, []).append(image)
+        staged.frame_steps.append(staged.received)
+
     def _flush_steps(self, staged: _Staged) -> None:
-        """Write the buffered steps: create the arrays on the first block, append afterwards."""
-        if staged.received == staged.written:
+        """Write the buffered steps and frames: create the arrays on the first block, append afterwards."""
+        if staged.received == staged.written and not staged.frame_steps:
             return
         if staged.group is None:
             staged.group = zarr.open_group(self.store.backend.zarr, path=_staging(staged.meta.episode_id), mode="w")
         blocks = {f"images/{cam}": np.stack(frames) for cam, frames in staged.images.items() if frames}
         if staged.frame_steps:
             blocks["frame_steps"] = np.asarray(staged.frame_steps, np.int32)
-        blocks.update({name: np.stack(values) for name, values in staged.steps.items()})
+        blocks.update({name: np.stack(values) for name, values in staged.steps.items() if values})
         for name, block in blocks.items():
             if name not in staged.created:
                 image = name.startswith("images/")
@@ -230,7 +234,7 @@ class EpisodeWriter:
         staged.steps = {name: [] for name in STEP_ARRAYS}
         staged.written = staged.received
 
-    def _commit(self, meta: EpisodeMeta) -> None:
+    def _commit(self, meta: EpisodeMeta, final: Observation | None) -> None:
         staged = self._open.pop(meta.episode_id, None)
         if staged is None:  # the episode failed earlier and was reported then
             return
@@ -238,6 +242,8 @@ class EpisodeWriter:
         if staged.received == 0:  # ended before its first step (a stop at once): nothing to learn from
             log.warning("episode %s ended before its first step (%s); not stored", meta.episode_id, meta.end_reason)
             return
+        if final is not None and final.images and staged.images:  # episodes that keep frames keep the final one
+            self._add_frame(staged, final.images, "the final observation")
         self._flush_steps(staged)
         assert staged.group is not None
         if staged.chunk_actions:

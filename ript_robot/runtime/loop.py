@@ -35,7 +35,8 @@ class EpisodeSink(Protocol):
 
     def add_step(self, episode_id: str, record: StepRecord) -> None: ...
 
-    def end(self, meta: EpisodeMeta) -> None: ...
+    def end(self, meta: EpisodeMeta, final: Observation | None = None) -> None:
+        """The episode ended; `final`, when given, is the scene after its last step (its outcome)."""
 
 
 class EpisodeBuffer:
@@ -56,7 +57,7 @@ class EpisodeBuffer:
     def add_step(self, episode_id: str, record: StepRecord) -> None:
         self._open[episode_id].steps.append(record)
 
-    def end(self, meta: EpisodeMeta) -> None:
+    def end(self, meta: EpisodeMeta, final: Observation | None = None) -> None:
         self.episodes.append(self._open.pop(meta.episode_id))
 
 
@@ -171,8 +172,13 @@ class EpisodeController:
             commands[i] = (command, fault)
         return commands
 
-    def finish(self, slot: int, reason: str, label: Label | None = None) -> EpisodeMeta:
-        """End the episode in `slot` with `reason` and, when known, its label; the sinks commit it."""
+    def finish(
+        self, slot: int, reason: str, label: Label | None = None, final: Observation | None = None
+    ) -> EpisodeMeta:
+        """End the episode in `slot` with `reason` and, when known, its label; the sinks commit it.
+
+        final: the observation after the last step, when it has camera images: the log keeps its
+        frames as the episode's outcome (what a success detector and the operator look at)."""
         meta = self.metas.pop(slot)
         meta.end_time = time.time()
         meta.num_steps = self._steps.pop(slot)
@@ -182,7 +188,7 @@ class EpisodeController:
         self._chunk_counts.pop(slot)
         self._previous.pop(slot, None)
         for s in self.sinks:
-            s.end(meta)
+            s.end(meta, final if final is not None and final.images else None)
         return meta
 
 
@@ -239,7 +245,7 @@ def run_episodes(
                 label = None
                 if result.success is not None:
                     label = Label(success=result.success, source="sim", labeler=type(envs[i]).__name__)
-                controller.finish(i, result.reason if result.done else "max steps", label)
+                controller.finish(i, result.reason if result.done else "max steps", label, result.observation)
                 del observations[i]
         if on_step is not None:
             on_step(n_active)

@@ -254,3 +254,27 @@ def test_a_camera_that_appears_mid_episode_fails_that_episode_clearly(tmp_path: 
         store.write_episode(episode, writer)
     assert len(writer.failures) == 1 and "step 2 has cameras ['top', 'wrist']" in writer.failures[0]
     assert store.refresh().records() == []
+
+
+def test_the_final_scene_is_kept_after_the_last_step_for_detectors_and_operators(tmp_path: Path) -> None:
+    from conftest import make_env, tiny_policy
+
+    from ript_robot.config import RuntimeConfig
+    from ript_robot.envs.pick import make_contexts
+    from ript_robot.runtime.loop import run_episodes
+
+    store = EpisodeStore(tmp_path)
+    env = make_env(max_steps=6)
+    writer = store.writer()
+    (episode,) = run_episodes(
+        [env], make_contexts("workcell", [0])[:1], tiny_policy(), RuntimeConfig(execute_steps=4), writer
+    )
+    writer.close()
+    steps = episode.meta.num_steps
+    group = zarr.open_group(str(tmp_path / "episodes" / episode.meta.episode_id))
+    assert list(group["frame_steps"][:]) == [*range(steps), steps]  # every step's frame, then the final scene
+    final = store.key_frames(episode.meta.episode_id, 1, last=True)[0]
+    assert np.array_equal(final, env.render(closed=episode.meta.end_reason in ("grasped", "missed")))
+    read = store.refresh().read_episode(episode.meta.episode_id)  # training reads steps as before
+    assert len(read.steps) == steps and all(s.observation.images for s in read.steps)
+    assert store.verify().ok

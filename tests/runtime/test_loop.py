@@ -41,7 +41,7 @@ class RecordingSink:
     def add_step(self, episode_id, record):
         self.events.append(("step", episode_id))
 
-    def end(self, meta):
+    def end(self, meta, final=None):
         self.events.append(("end", meta.episode_id))
 
 

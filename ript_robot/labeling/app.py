@@ -1,0 +1,317 @@
+"""The operator's tablet app: label episodes, watch the arm, start the next episode, stop it.
+
+One page (`static/`) polls `GET /api/state` and draws: the live view of the episode in
+progress (newest camera frame, step, policy version), the episode that just ended with big
+Success and Failure buttons and the detector's suggestion, an undo button for a few
+seconds after a label, the queue of unlabeled episodes with key frames, per-context
+progress of the K rollouts, the next context to set up with the first frame of an earlier
+episode of it as the reference image, and start / software-stop buttons that call the
+policy node through a `RobotLink`. Labels go through `LabelDesk` (conflicts refused,
+corrections and undos kept); every request needs a paired session and every write its
+CSRF token (`ript_robot.labeling.auth`).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from ript_robot.config import LabelAppConfig
+from ript_robot.data.backend import StoreError
+from ript_robot.data.checkpoints import latest_version
+from ript_robot.data.index import EpisodeRecord, label_to_dict
+from ript_robot.data.schedule import Schedule
+from ript_robot.data.store import EpisodeStore
+from ript_robot.labeling.auth import CSRF_HEADER, SESSION_COOKIE, AuthError, Pairing, Session
+from ript_robot.labeling.robot import RobotLink
+from ript_robot.success.labels import LabelConflict, LabelDesk, LabelError, LabelState
+
+STATIC = Path(__file__).parent / "static"
+KEY_FRAMES = 4
+
+
+class PairRequest(BaseModel):
+    code: str = Field(max_length=16)
+    name: str = Field(max_length=64)
+
+
+class LabelRequest(BaseModel):
+    success: bool
+    revision: int = Field(ge=0, description="label rows the episode had when the operator looked")
+    suggestion: float | None = Field(None, ge=0.0, le=1.0, description="the detector's probability shown")
+
+
+class UndoRequest(BaseModel):
+    revision: int = Field(ge=0)
+
+
+class StopRequest(BaseModel):
+    engage: bool
+
+
+def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
+    """RGB uint8 (H, W, 3) to JPEG bytes."""
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _label_json(state: LabelState) -> dict[str, Any]:
+    return {
+        "label": None if state.label is None else label_to_dict(state.label),
+        "revision": state.revision,
+        "corrected": state.corrected,
+        "history": [label_to_dict(label) for label in state.history],
+    }
+
+
+class LabelApp:
+    """The app's state and logic; `fastapi_app()` wraps it in HTTP routes."""
+
+    def __init__(
+        self,
+        store: EpisodeStore,
+        config: LabelAppConfig,
+        robot: RobotLink | None = None,
+        detector: Any | None = None,
+        pairing: Pairing | None = None,
+    ):
+        """detector: a `ript_robot.success.detector.DetectorService` (suggestions, auto labels), or None."""
+        self.store = store
+        self.config = config
+        self.robot = robot
+        self.detector = detector
+        self.pairing = pairing or Pairing(config.pairing_code_ttl_s)
+        self.desk = LabelDesk(store, config.undo_window_s)
+        self.schedule = Schedule(store.backend)
+        self._frames: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (episode or context, index) -> JPEG
+        self._lock = threading.Lock()
+
+    # ---- what the page shows -------------------------------------------------------------
+    def state(self, session: Session) -> dict[str, Any]:
+        self.store.refresh()
+        status = self.robot.status() if self.robot is not None else None
+        rollouts = self.store.records()
+        if self.detector is not None:
+            self.detector.auto_label(rollouts)
+        version = status.get("policy_version") if status else None
+        if version is None:
+            version = latest_version(self.store.backend)
+        now = time.time()
+        window = self.config.undo_window_s
+        unlabeled = [r for r in rollouts if r.meta.label is None]
+        recent = [  # labeled moments ago: the page keeps them on screen for undo
+            r for r in rollouts if r.meta.label is not None and now - r.meta.label.time <= window
+        ]
+        return {
+            "you": session.name,
+            "robot": status,
+            "live": self.robot is not None,
+            "queue": [self._item(r) for r in unlabeled[-self.config.queue_length :]][::-1],
+            "recent": [self._item(r) for r in recent],
+            "progress": self._progress(rollouts, version),
+            "next_context": self._next_context(status),
+            "detector": None if self.detector is None else self.detector.summary(rollouts),
+            "undo_window_s": window,
+            "poll_ms": self.config.poll_ms,
+            "server_time": now,
+        }
+
+    def _item(self, record: EpisodeRecord) -> dict[str, Any]:
+        m = record.meta
+        state = LabelState(m.episode_id, m.label, len(record.labels), list(record.labels))
+        suggestion = None if self.detector is None else self.detector.suggestion(m.episode_id)
+        return {
+            "episode_id": m.episode_id,
+            "context_id": m.context.context_id,
+            "instruction": m.context.instruction,
+            "policy_version": m.policy_version,
+            "robot_id": m.robot_id,
+            "steps": m.num_steps,
+            "end_reason": m.end_reason,
+            "ended_at": m.end_time,
+            "suggestion": suggestion,
+            **_label_json(state),
+        }
+
+    def _progress(self, rollouts: list[EpisodeRecord], version: int | None) -> list[dict[str, Any]]:
+        """Per context of the current policy version: K scheduled (or configured), done, labeled."""
+        if version is None:
+            return []
+        wanted: dict[str, int] = defaultdict(int)
+        instructions: dict[str, str] = {}
+        for slot in self.schedule.slots(version):
+            wanted[slot.context.context_id] += 1
+            instructions[slot.context.context_id] = slot.context.instruction
+        done: dict[str, int] = defaultdict(int)
+        labeled: dict[str, int] = defaultdict(int)
+        for r in rollouts:
+            if r.meta.policy_version != version:
+                continue
+            cid = r.meta.context.context_id
+            done[cid] += 1
+            labeled[cid] += r.meta.label is not None
+            instructions.setdefault(cid, r.meta.context.instruction)
+        k = self.config.rollouts_per_context
+        return [
+            {
+                "context_id": cid,
+                "instruction": instructions[cid],
+                "k": wanted.get(cid, k),
+                "done": done[cid],
+                "labeled": labeled[cid],
+                "policy_version": version,
+            }
+            for cid in sorted(set(wanted) | set(done))
+        ]
+
+    def _next_context(self, status: dict[str, Any] | None) -> dict[str, Any] | None:
+        context = status.get("context") if status else None
+        if not context or status.get("state") != "ready":
+            return None
+        earlier = self._reference_episode(context["context_id"])
+        return {**context, "reference": earlier is not None}
+
+    def _reference_episode(self, context_id: str) -> str | None:
+        """The newest committed episode of a context (its first frame shows how the scene was set up)."""
+        matches = [r for r in self.store.records(kind=None) if r.meta.context.context_id == context_id]
+        return matches[-1].episode_id if matches else None
+
+    # ---- images --------------------------------------------------------------------------
+    def key_frame(self, episode_id: str, index: int) -> bytes | None:
+        key = (episode_id, str(index))
+        with self._lock:
+            if key in self._frames:
+                return self._frames[key]
+        frames = self.store.key_frames(episode_id, KEY_FRAMES)
+        if not 0 <= index < len(frames):
+            return None
+        with self._lock:
+            for i, frame in enumerate(frames):
+                self._frames[(episode_id, str(i))] = jpeg(frame)
+            while len(self._frames) > 64 * KEY_FRAMES:
+                self._frames.popitem(last=False)
+            return self._frames[key]
+
+    def reference_frame(self, context_id: str) -> bytes | None:
+        episode_id = self._reference_episode(context_id)
+        return None if episode_id is None else self.key_frame(episode_id, 0)
+
+    def live_frame(self) -> bytes | None:
+        frame = self.robot.frame() if self.robot is not None else None
+        return None if frame is None else jpeg(frame, quality=70)
+
+    # ---- HTTP ----------------------------------------------------------------------------
+    def fastapi_app(self) -> FastAPI:
+        """The routes: the page, pairing, state, images, labels and robot commands."""
+        api = FastAPI(title="ript-robot label app", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @api.exception_handler(AuthError)
+        async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+        @api.exception_handler(LabelConflict)
+        async def _conflict(request: Request, exc: LabelConflict) -> JSONResponse:
+            return JSONResponse({"error": str(exc), **_label_json(exc.current)}, status_code=409)
+
+        @api.exception_handler(StoreError)
+        async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+            status = 409 if isinstance(exc, LabelError) else 404
+            return JSONResponse({"error": str(exc)}, status_code=status)
+
+        def reader(request: Request) -> Session:
+            return self.pairing.session(request.cookies.get(SESSION_COOKIE))
+
+        def writer(request: Request) -> Session:
+            return self.pairing.check_write(
+                request.cookies.get(SESSION_COOKIE),
+                request.headers.get(CSRF_HEADER),
+                request.headers.get("origin"),
+                request.headers.get("host"),
+            )
+
+        def image(data: bytes | None) -> Response:
+            if data is None:
+                return JSONResponse({"error": "no image"}, status_code=404)
+            return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+        @api.get("/")
+        def page() -> FileResponse:
+            return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+        @api.get("/static/{name}")
+        def static(name: str) -> FileResponse:
+            path = STATIC / name
+            if path.parent != STATIC or not path.is_file():
+                return JSONResponse({"error": "not found"}, status_code=404)
+            return FileResponse(path, headers={"Cache-Control": "no-store"})
+
+        @api.post("/api/pair")
+        def pair(body: PairRequest) -> JSONResponse:
+            token, session = self.pairing.pair(body.code, body.name)
+            response = JSONResponse({"name": session.name, "csrf": session.csrf})
+            response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600)
+            return response
+
+        @api.get("/api/session")
+        def session(request: Request) -> dict[str, Any]:
+            s = reader(request)
+            return {"name": s.name, "csrf": s.csrf}
+
+        @api.get("/api/state")
+        def state(request: Request) -> dict[str, Any]:
+            return self.state(reader(request))
+
+        @api.get("/api/live.jpg")
+        def live(request: Request) -> Response:
+            reader(request)
+            return image(self.live_frame())
+
+        @api.get("/api/episodes/{episode_id}/frames/{index}.jpg")
+        def frame(episode_id: str, index: int, request: Request) -> Response:
+            reader(request)
+            return image(self.key_frame(episode_id, index))
+
+        @api.get("/api/contexts/{context_id:path}/reference.jpg")
+        def reference(context_id: str, request: Request) -> Response:
+            reader(request)
+            return image(self.reference_frame(context_id))
+
+        @api.post("/api/episodes/{episode_id}/label")
+        def label(episode_id: str, body: LabelRequest, request: Request) -> dict[str, Any]:
+            s = writer(request)
+            state = self.desk.label(episode_id, body.success, s.name, body.revision, body.suggestion)
+            return {"episode_id": episode_id, **_label_json(state)}
+
+        @api.post("/api/episodes/{episode_id}/undo")
+        def undo(episode_id: str, body: UndoRequest, request: Request) -> dict[str, Any]:
+            s = writer(request)
+            return {"episode_id": episode_id, **_label_json(self.desk.undo(episode_id, s.name, body.revision))}
+
+        @api.post("/api/robot/start")
+        def start(request: Request) -> JSONResponse:
+            writer(request)
+            return self._robot_reply(lambda robot: robot.start())
+
+        @api.post("/api/robot/software_stop")
+        def software_stop(body: StopRequest, request: Request) -> JSONResponse:
+            writer(request)
+            return self._robot_reply(lambda robot: robot.software_stop(body.engage))
+
+        return api
+
+    def _robot_reply(self, call: Any) -> JSONResponse:
+        if self.robot is None:
+            return JSONResponse({"ok": False, "message": "no robot is connected to this app"}, status_code=409)
+        ok, message = call(self.robot)
+        return JSONResponse({"ok": ok, "message": message}, status_code=200 if ok else 409)

@@ -1,0 +1,1 @@
+"""Success labels: operator labels with integrity (`labels`) and the vision success detector (`detector`)."""
