@@ -262,11 +262,11 @@ class ActorConfig(ConfigModel):
 class DetectorConfig(ConfigModel):
     """The vision success detector (`ript detector train`, the label app, the detector node)."""
 
-    checkpoint: Path | None = Field(None, description="trained detector folder (model.safetensors + detector.json)")
+    checkpoint: str = Field("", description="trained detector folder (model.safetensors + detector.json); '' for none")
     mode: Literal["off", "suggest", "auto"] = Field(
         "suggest", description="suggest: show its guess, the operator decides; auto: label when confident; off"
     )
-    camera: str | None = Field(None, description="camera it looks through (default: the first by name)")
+    camera: str = Field("", description="camera it looks through ('' for the first by name)")
     image_size: int = Field(64, ge=16, le=256, description="side, pixels, its input frames are resized to")
     last_frames: int = Field(2, ge=1, description="frames at the end of each episode used as training examples")
     steps: int = Field(600, ge=1, description="training steps")

@@ -133,6 +133,7 @@ class Episode:
     steps: list[StepRecord]
     chunks: list[ActionChunk]
     chunk_observations: list[Observation]  # the observation each chunk was planned from
+    final: Observation | None = None  # the scene after the last step, when its cameras were rendered
 
     @property
     def reward(self) -> float | None:

@@ -128,7 +128,7 @@ class EpisodeStore:
                 w.add_chunk(episode.meta.episode_id, episode.chunks[sent], episode.chunk_observations[sent])
                 sent += 1
             w.add_step(episode.meta.episode_id, record)
-        w.end(episode.meta)
+        w.end(episode.meta, episode.final)
         if own:
             w.close()
             if w.failures:

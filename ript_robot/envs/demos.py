@@ -51,5 +51,5 @@ def record_demonstrations(
         if result.success is not None:
             meta.label = Label(success=result.success, source="sim", labeler="expert")
         if result.success or not successful_only:
-            episodes.append(Episode(meta, steps, chunks=[], chunk_observations=[]))
+            episodes.append(Episode(meta, steps, chunks=[], chunk_observations=[], final=obs if obs.images else None))
     return episodes

@@ -127,6 +127,16 @@ class PickEnv(RobotEnv):
         return self._blocks[self._target].copy()
 
     @property
+    def block_positions(self) -> np.ndarray:
+        """Centres of all blocks (4, 2), in the order of COLORS (privileged)."""
+        return self._blocks.copy()
+
+    @property
+    def target_index(self) -> int:
+        """Which block the instruction names (privileged)."""
+        return self._target
+
+    @property
     def gripper_position(self) -> np.ndarray:
         """Where the gripper grasps: the marker's position rotated by the scene's hand-eye error."""
         return _rotate(self._pos, self._scene.hand_eye_error_deg)
@@ -192,13 +202,23 @@ class PickEnv(RobotEnv):
         return img
 
 
+def reach_action(env: PickEnv, goal: np.ndarray, hand_eye: bool = True) -> np.ndarray:
+    """Move at full speed until the gripper is on `goal`, then close.
+
+    hand_eye=False reaches as if the camera's marker were the gripper: the mistake of a
+    policy that never learned the scene's hand-eye error (it closes beside the goal).
+    """
+    here = env.gripper_position if hand_eye else env.marker_position
+    if np.linalg.norm(goal - here) < 0.3 * GRASP_RADIUS:
+        return np.array([0.0, 0.0, 1.0], dtype=np.float32)
+    marker_goal = _rotate(goal, -env.scene.hand_eye_error_deg) if hand_eye else goal
+    move = np.clip((marker_goal - env.marker_position) / (STEP_SIZE * env.scene.gain), -1.0, 1.0)
+    return np.array([move[0], move[1], -1.0], dtype=np.float32)
+
+
 def expert_action(env: PickEnv) -> np.ndarray:
     """Scripted expert: move straight to the named block at full speed, close when on it.
 
     Uses privileged state (block positions and the scene's gain), as simulators allow.
     """
-    if np.linalg.norm(env.target_position - env.gripper_position) < 0.3 * GRASP_RADIUS:
-        return np.array([0.0, 0.0, 1.0], dtype=np.float32)
-    marker_goal = _rotate(env.target_position, -env.scene.hand_eye_error_deg)
-    move = np.clip((marker_goal - env.marker_position) / (STEP_SIZE * env.scene.gain), -1.0, 1.0)
-    return np.array([move[0], move[1], -1.0], dtype=np.float32)
+    return reach_action(env, env.target_position)

@@ -42,7 +42,7 @@ def build_app(
     """The app on the configured store, with the detector when one is configured and not off."""
     store = EpisodeStore(store_config.uri, create=True)
     service = None
-    if detector.mode != "off" and detector.checkpoint is not None:
+    if detector.mode != "off" and detector.checkpoint:
         from ript_robot.success.detector import DetectorService, SuccessDetector
 
         service = DetectorService(store, SuccessDetector.load(detector.checkpoint), detector.mode)

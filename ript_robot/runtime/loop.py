@@ -58,7 +58,9 @@ class EpisodeBuffer:
         self._open[episode_id].steps.append(record)
 
     def end(self, meta: EpisodeMeta, final: Observation | None = None) -> None:
-        self.episodes.append(self._open.pop(meta.episode_id))
+        episode = self._open.pop(meta.episode_id)
+        episode.final = final
+        self.episodes.append(episode)
 
 
 Command = tuple[np.ndarray, bool]  # (safety-filtered command, fault: hold the arm and end the episode)

@@ -181,7 +181,9 @@ def calibrate(detector: SuccessDetector, logits: torch.Tensor, y: np.ndarray) ->
     return {
         "heldout_accuracy": float(((p >= float(detector.threshold)) == (y == 1)).mean()),
         "heldout_auto_coverage": float(confident.mean()),
-        "heldout_auto_accuracy": float(((p >= 0.5) == (y == 1))[confident].mean()) if confident.any() else 1.0,
+        "heldout_auto_accuracy": (
+            float(((p >= float(detector.threshold)) == (y == 1))[confident].mean()) if confident.any() else None
+        ),
         "temperature": float(detector.temperature),
         "threshold": float(detector.threshold),
         "auto_low": float(detector.auto_low),
@@ -231,6 +233,8 @@ def train_detector(
     with torch.no_grad():
         val_idx = torch.from_numpy(np.flatnonzero(val))
         logits = detector({k: v[val_idx] for k, v in batch.items()})
+        train_logits = detector({k: v[torch.from_numpy(train_idx)] for k, v in batch.items()})
+    train_accuracy = float(((train_logits > 0).numpy() == (data.labels[train_idx] == 1)).mean())
     report = calibrate(detector, logits, data.labels[val])
     report.update(
         {
@@ -239,6 +243,7 @@ def train_detector(
             "heldout_episodes": len(held),
             "success_share": float(data.labels.mean()),
             "final_loss": float(np.mean(losses[-20:])),
+            "train_accuracy": train_accuracy,
         }
     )
     return detector, report

@@ -17,7 +17,7 @@ import pytest
 import rclpy
 import yaml
 from rclpy.context import Context
-from ript_ros.config import PolicyNodeConfig, SimBridgeConfig
+from ript_ros.config import DetectorNodeConfig, LabelAppNodeConfig, PolicyNodeConfig, SimBridgeConfig
 from ript_ros.params import descriptors, read
 from ript_ros.policy_node import PolicyNode
 from ript_ros.sim_bridge_node import SimBridgeNode
@@ -26,7 +26,13 @@ from rosutil import ros_context
 from ript_robot.config import ConfigError
 
 PACKAGE = Path(__file__).parents[2] / "ros2_ws" / "src" / "ript_ros"
-MODELS = {"policy_node": PolicyNodeConfig, "sim_bridge_node": SimBridgeConfig}
+MODELS = {
+    "policy_node": PolicyNodeConfig,
+    "sim_bridge_node": SimBridgeConfig,
+    "label_app": LabelAppNodeConfig,
+    "detector_node": DetectorNodeConfig,
+}
+NODE_MODELS = {"sim_bridge": SimBridgeConfig, "label_app": LabelAppNodeConfig, "detector": DetectorNodeConfig}
 EXTERNAL_EXECUTABLES = {("realsense2_camera", "realsense2_camera_node")}
 
 
@@ -87,7 +93,7 @@ def test_a_bad_parameter_value_names_the_parameter():
 def test_parameter_files_hold_only_declared_parameters_that_validate(name):
     content = yaml.safe_load((PACKAGE / "config" / name).read_text())
     ((node_name, section),) = content.items()
-    model = SimBridgeConfig if node_name == "sim_bridge" else PolicyNodeConfig
+    model = NODE_MODELS.get(node_name, PolicyNodeConfig)
     flat = flatten(section["ros__parameters"])
     declared = {d.name for d in descriptors(model)}
     assert set(flat) <= declared, set(flat) - declared

@@ -21,12 +21,16 @@ setup(
     zip_safe=True,
     maintainer="ript-robot",
     maintainer_email="team@ript-robot.dev",
-    description="ript-robot on ROS 2: the VLA policy node, the sim bridge node, launch files and parameters",
+    description="ript-robot on ROS 2: the policy, sim bridge, label app and detector nodes, launch files, parameters",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
             f"policy_node = {PACKAGE}.policy_node:main",
             f"sim_bridge_node = {PACKAGE}.sim_bridge_node:main",
+            f"label_app = {PACKAGE}.label_app_node:main",
+            f"detector_node = {PACKAGE}.detector_node:main",
         ],
+        # the tablet app's link to the policy node (`ript label-app label_app.robot=ros`)
+        "ript_robot.robot_links": [f"ros = {PACKAGE}.label_link:RosRobotLink"],
     },
 )

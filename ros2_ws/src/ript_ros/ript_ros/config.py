@@ -14,7 +14,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ript_robot.config import ConfigModel, LiberoEnvConfig, RuntimeConfig, StoreConfig, TaskConfig
+from ript_robot.config import (
+    ConfigModel,
+    DetectorConfig,
+    LabelAppConfig,
+    LiberoEnvConfig,
+    RuntimeConfig,
+    StoreConfig,
+    TaskConfig,
+)
 
 TWIST_FIELDS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 
@@ -113,7 +121,33 @@ class SimBridgeConfig(ConfigModel):
         30.0, gt=0.0, le=1000.0, description="simulated arm and camera rate, Hz (LIBERO renders slower on a CPU)"
     )
     policy_node: str = Field("policy", description="name of the policy node whose services and status it uses")
-    auto_start: bool = Field(True, description="play the operator: set up each context and call start")
+    auto_start: bool = Field(
+        True, description="play the operator: call start once a context is set up (false: the tablet starts it)"
+    )
+    report_outcome: bool = Field(
+        True, description="publish the simulator's success (false: as on a real arm, the tablet or detector labels)"
+    )
     instruction: str = Field("", description="instruction to publish (latched) for instruction contexts; '' for none")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
+
+
+class LabelAppNodeConfig(ConfigModel):
+    """The label_app node: the tablet app, linked to the policy node over ROS 2."""
+
+    policy_node: str = Field("policy", description="name of the policy node whose status and services the app uses")
+    camera: str = Field("top", description="camera of the live view (its topic from topics.image_topic)")
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    app: LabelAppConfig = Field(default_factory=LabelAppConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+
+
+class DetectorNodeConfig(ConfigModel):
+    """The detector node: judges live frames, and ends or labels episodes when confident (auto mode)."""
+
+    policy_node: str = Field("policy", description="name of the policy node whose episodes it judges")
+    every_n_frames: int = Field(5, ge=1, description="judge every N-th frame while an episode runs")
+    end_on_success: bool = Field(True, description="auto mode: end the episode once a frame is a confident success")
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)

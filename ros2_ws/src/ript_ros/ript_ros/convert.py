@@ -10,10 +10,13 @@ takes, and back (the sim bridge is such a driver).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -34,7 +37,9 @@ def resize_nearest(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(image[rows[:, None], cols[None, :]])
 
 
-def _check_size(camera: str, image: np.ndarray, expected_hw: tuple[int, int], resize: bool) -> np.ndarray:
+def _check_size(camera: str, image: np.ndarray, expected_hw: tuple[int, int] | None, resize: bool) -> np.ndarray:
+    if expected_hw is None:  # any size will do (the tablet's live view)
+        return image
     if image.shape[:2] != tuple(expected_hw) and resize:
         return resize_nearest(image, expected_hw)
     if image.shape[:2] != tuple(expected_hw):
@@ -46,7 +51,7 @@ def _check_size(camera: str, image: np.ndarray, expected_hw: tuple[int, int], re
     return image
 
 
-def image_to_rgb(camera: str, msg: Image, expected_hw: tuple[int, int], resize: bool = False) -> np.ndarray:
+def image_to_rgb(camera: str, msg: Image, expected_hw: tuple[int, int] | None, resize: bool = False) -> np.ndarray:
     """A raw sensor_msgs/Image as uint8 (H, W, 3) RGB; InputError on an unusable encoding or size."""
     if msg.encoding not in CHANNELS:
         raise InputError(
@@ -67,7 +72,7 @@ def image_to_rgb(camera: str, msg: Image, expected_hw: tuple[int, int], resize: 
 
 
 def compressed_to_rgb(
-    camera: str, msg: CompressedImage, expected_hw: tuple[int, int], resize: bool = False
+    camera: str, msg: CompressedImage, expected_hw: tuple[int, int] | None, resize: bool = False
 ) -> np.ndarray:
     """A JPEG or PNG sensor_msgs/CompressedImage as uint8 (H, W, 3) RGB."""
     from PIL import Image as PILImage
@@ -180,3 +185,17 @@ class CommandAdapter:
         if self.config.gripper_index >= 0:
             action[self.config.gripper_index] = gripper
         return action
+
+
+def subscribe_camera(node: Any, topic: str, transport: str, callback: Callable[[Any], None]) -> Any:
+    """Subscribe `node` to a camera's raw `topic`, or to `<topic>/compressed` with transport 'compressed'."""
+    if transport == "compressed":
+        return node.create_subscription(CompressedImage, f"{topic}/compressed", callback, qos_profile_sensor_data)
+    return node.create_subscription(Image, topic, callback, qos_profile_sensor_data)
+
+
+def any_image_to_rgb(camera: str, msg: Image | CompressedImage) -> np.ndarray:
+    """A raw or compressed image as uint8 (H, W, 3) RGB at its own size; InputError when unusable."""
+    if isinstance(msg, CompressedImage):
+        return compressed_to_rgb(camera, msg, None)
+    return image_to_rgb(camera, msg, None)

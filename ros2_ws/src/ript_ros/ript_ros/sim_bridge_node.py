@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import rclpy
 from geometry_msgs.msg import TwistStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -39,6 +38,7 @@ from ript_ros.config import SimBridgeConfig
 from ript_ros.convert import CommandAdapter, rgb_to_image, vector_to_joint_state
 from ript_ros.params import declare, read
 from ript_ros.policy_node import LATCHED, RELIABLE, stamp_seconds
+from ript_ros.spin import spin
 
 
 def make_env(cfg: SimBridgeConfig) -> RobotEnv:
@@ -103,14 +103,14 @@ class SimBridgeNode(Node):
         """Follow the policy node's episode: set up each announced context, judge episodes it ends without us."""
         status = json.loads(msg.data)
         state = status["state"]
-        if state == "ready" and status["context"] and self.cfg.auto_start:
+        if state == "ready" and status["context"]:
             context = Context(**status["context"])
             if self.phase != "set_up" or context != self.scene_context:
                 self._set_up(context)
         elif state == "running" and self.phase == "set_up":
             self.phase = "running"
         elif state == "ending" and self.phase == "running" and not self.reported:
-            self._report(self.success)  # max steps: the simulator's verdict labels the episode
+            self._report(self.success)  # max steps: the simulator's verdict labels the episode (unless told not to)
         elif state not in ("running", "ending", "ready"):
             self.phase, self.start_pending = "idle", False  # stopped, deactivated or done: no episode runs
 
@@ -126,11 +126,12 @@ class SimBridgeNode(Node):
         self.phase = "set_up"
         self.episode_commands = 0
         self.frames_since_reset = 0
-        self.start_pending = True
+        self.start_pending = self.cfg.auto_start
         self.instruction_pub.publish(String(data=context.instruction))
 
     def _report(self, success: bool) -> None:
-        self.outcome_pub.publish(Bool(data=bool(success)))
+        if self.cfg.report_outcome:
+            self.outcome_pub.publish(Bool(data=bool(success)))
         self.reported = True
 
     def _step(self) -> None:
@@ -163,7 +164,7 @@ class SimBridgeNode(Node):
         response = future.result()
         if not response.success:
             self.get_logger().warning(f"the policy node refused to start: {response.message}")
-            self.start_pending = self.phase == "set_up"  # try again two frames later
+            self.start_pending = self.phase == "set_up" and self.cfg.auto_start  # try again two frames later
             self.frames_since_reset = 0
 
     def stats(self) -> dict[str, float]:
@@ -181,14 +182,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of `ros2 run ript_ros sim_bridge_node` (and the `sim_bridge_node` console script)."""
     rclpy.init(args=sys.argv if args is None else args)
     node = SimBridgeNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.env.close()  # a simulator's renderer is released before the interpreter tears it down
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin(node, close=node.env.close)  # a simulator's renderer is released before the interpreter tears it down
 
 
 if __name__ == "__main__":
