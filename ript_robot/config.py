@@ -190,7 +190,7 @@ class SFTConfig(ConfigModel):
     steps: int = Field(3000, ge=0, description="gradient steps")
     batch_size: int = Field(64, ge=1, description="chunks per minibatch")
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
-    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
 
 
 class RIPTConfig(ConfigModel):
@@ -268,13 +268,17 @@ class DetectorConfig(ConfigModel):
     )
     camera: str = Field("", description="camera it looks through ('' for the first by name)")
     image_size: int = Field(64, ge=16, le=256, description="side, pixels, its input frames are resized to")
-    last_frames: int = Field(2, ge=1, description="frames at the end of each episode used as training examples")
-    steps: int = Field(600, ge=1, description="training steps")
+    last_frames: int = Field(1, ge=1, description="frames at the end of each episode used as training examples")
+    steps: int = Field(2000, ge=1, description="training steps")
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
     batch_size: int = Field(64, ge=1, description="frames per training batch")
     validation_fraction: float = Field(
         0.25, gt=0.0, lt=1.0, description="share of labeled episodes held out to calibrate the threshold"
     )
+    rotate_augment: bool = Field(
+        False, description="train on quarter turns of each frame too (when success looks the same turned, as top-down)"
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     auto_max_error: float = Field(
         0.01, ge=0.0, lt=0.5, description="auto mode labels only where its validation error is at most this"
     )

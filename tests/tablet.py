@@ -1,5 +1,5 @@
-"""Fixtures of the tablet app tests (a pytest plugin of tests/conftest.py): a real server on loopback,
-the simulated arm, headless Chromium."""
+"""Fixtures of the tablet app and detector tests (a pytest plugin of tests/conftest.py): a real server
+on loopback, the simulated arm, headless Chromium, a trained success detector."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import IMAGE_SIZE, TINY, make_env, tiny_policy
 
-from ript_robot.config import QuickstartConfig, SFTConfig
+from ript_robot.config import DetectorConfig, QuickstartConfig, SFTConfig
 from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.store import EpisodeStore
 from ript_robot.envs.demos import record_demonstrations
@@ -20,8 +20,11 @@ from ript_robot.labeling.app import LabelApp
 from ript_robot.labeling.server import LabelServer, build_app
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
+from ript_robot.success.detector import SuccessDetector, train_detector
 from sim_bridge.label_robot import SimRobot
+from sim_bridge.pick_outcomes import outcome_episodes
 
+DETECTOR_EPISODES, DETECTOR_STEPS = 800, 1500
 CHROMIUM = "/usr/bin/chromium"  # Debian's (apt-get install chromium); playwright's own download is not reachable here
 CHROMIUM_ARGS = [
     "--headless",
@@ -97,3 +100,15 @@ def tablet(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 800}, has_touch=True)
     yield context.new_page()
     context.close()
+
+
+@pytest.fixture(scope="session")
+def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuccessDetector, dict]:
+    """A success detector trained on the simulator's labels of scripted built-in-task episodes."""
+    store = EpisodeStore(tmp_path_factory.mktemp("detector") / "store", create=True)
+    writer = store.writer()
+    for episode in outcome_episodes(DETECTOR_EPISODES, IMAGE_SIZE, seed=0):
+        store.write_episode(episode, writer)
+    writer.close()
+    config = DetectorConfig(image_size=IMAGE_SIZE, steps=DETECTOR_STEPS, rotate_augment=True)
+    return train_detector(store, config, seed=0, progress=False)

@@ -2,8 +2,9 @@
 
 On a real arm nobody but a person knows whether an episode succeeded, unless a detector
 learns it from the labels people (and simulators) already gave. This one looks at the
-final frame of one camera, conditioned on the instruction (FiLM, as the light policy), and
-outputs a success probability. Training holds out a share of the labeled episodes to
+final frame of one camera (three conv layers with coordinate channels, the instruction
+modulating the middle one, flattened so where things are is kept) and outputs a success
+probability. Training holds out a share of the labeled episodes to
 calibrate it: a temperature that makes its probabilities honest, the decision threshold,
 and an auto zone (probabilities at or above `auto_high`, at or below `auto_low`) where its
 error on the held-out episodes is at most `auto_max_error`. Modes: `suggest` shows its
@@ -30,8 +31,8 @@ from tqdm.auto import tqdm
 from ript_robot.config import DetectorConfig
 from ript_robot.data.index import EpisodeRecord
 from ript_robot.data.store import EpisodeStore
-from ript_robot.policies.chunked import VOCAB_SIZE, SpatialSoftmax, tokenize
-from ript_robot.types import Label
+from ript_robot.policies.chunked import VOCAB_SIZE, tokenize
+from ript_robot.types import Episode, Label
 
 WEIGHTS, CONFIG = "model.safetensors", "detector.json"
 TRAINED_ON = ("sim", "operator")  # never the detector's own labels
@@ -54,13 +55,15 @@ class SuccessDetector(nn.Module):
         super().__init__()
         self.config = config
         self.camera = camera
-        c, e, k = 32, 32, 16
+        e, size = 32, config.image_size
         self.words = nn.EmbeddingBag(VOCAB_SIZE, e, mode="mean", padding_idx=0)
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1))
-        self.film = nn.Linear(e, 2 * c)
-        self.maps = nn.Conv2d(c, k, 3, padding=1)
-        self.keypoints = SpatialSoftmax()
-        self.classifier = nn.Sequential(nn.Linear(3 * k + e, 64), nn.ReLU(), nn.Linear(64, 1))
+        # two coordinate channels (CoordConv): whether a grasp succeeded can depend on where in the view it is
+        self.conv1 = nn.Conv2d(5, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.film = nn.Linear(e, 2 * 64)
+        self.conv3 = nn.Conv2d(64, 32, 3, padding=1)
+        cells = 32 * (size // 8) * (size // 8)  # three 2x poolings; flattened, so positions are kept
+        self.classifier = nn.Sequential(nn.Linear(cells + e, 128), nn.ReLU(), nn.Linear(128, 1))
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("threshold", torch.full((), 0.5))
         self.register_buffer("auto_low", torch.zeros(()))  # auto-label failure at or below (0: never)
@@ -81,11 +84,14 @@ class SuccessDetector(nn.Module):
         """Uncalibrated logits (B,)."""
         words = self.words(batch["tokens"])
         x = batch["image"].permute(0, 3, 1, 2).float() / 255.0
-        gamma, beta = self.film(words).chunk(2, dim=-1)
-        x = F.relu(self.stem(x) * (1.0 + gamma[..., None, None]) + beta[..., None, None])
-        maps = self.maps(x)
-        features = [self.keypoints(maps), maps.amax(dim=(2, 3)), words]
-        return self.classifier(torch.cat(features, dim=-1)).squeeze(-1)
+        b, _, h, w = x.shape
+        ys = torch.linspace(-1.0, 1.0, h).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1.0, 1.0, w).view(1, 1, 1, w).expand(b, 1, h, w)
+        x = F.max_pool2d(F.relu(self.conv1(torch.cat([x, xs, ys], dim=1))), 2)
+        gamma, beta = self.film(words).chunk(2, dim=-1)  # the instruction picks what to look for
+        x = F.max_pool2d(F.relu(self.conv2(x) * (1.0 + gamma[..., None, None]) + beta[..., None, None]), 2)
+        x = F.max_pool2d(F.relu(self.conv3(x)), 2)
+        return self.classifier(torch.cat([x.flatten(1), words], dim=-1)).squeeze(-1)
 
     @torch.no_grad()
     def probability(self, frames: list[np.ndarray], instructions: list[str]) -> np.ndarray:
@@ -191,6 +197,24 @@ def calibrate(detector: SuccessDetector, logits: torch.Tensor, y: np.ndarray) ->
     }
 
 
+def episode_examples(episodes: list[Episode], config: DetectorConfig, camera: str) -> Examples:
+    """The same examples from episodes held in memory (their final scene, then their last steps' frames)."""
+    frames, instructions, labels, index = [], [], [], []
+    for i, episode in enumerate(episodes):
+        label = episode.meta.label
+        if label is None or label.source not in TRAINED_ON:
+            continue
+        kept = [s.observation.images[camera] for s in episode.steps if s.observation.images]
+        if episode.final is not None:
+            kept.append(episode.final.images[camera])
+        for frame in kept[-config.last_frames :]:
+            frames.append(frame)
+            instructions.append(episode.meta.context.instruction)
+            labels.append(label.reward)
+            index.append(i)
+    return Examples(frames, instructions, np.asarray(labels, np.float32), np.asarray(index))
+
+
 def train_detector(
     store: EpisodeStore, config: DetectorConfig, seed: int = 0, progress: bool = True
 ) -> tuple[SuccessDetector, dict[str, Any]]:
@@ -200,12 +224,18 @@ def train_detector(
     camera = config.camera or next((c[0] for r in records if (c := store.cameras(r.episode_id))), None)
     if camera is None:
         raise ValueError(f"store {store.uri} has no rollout with camera frames to learn from")
-    data = examples(store, records, config, camera)
+    return fit_detector(examples(store, records, config, camera), config, camera, seed, progress, f"store {store.uri}")
+
+
+def fit_detector(
+    data: Examples, config: DetectorConfig, camera: str, seed: int = 0, progress: bool = True, source: str = "the data"
+) -> tuple[SuccessDetector, dict[str, Any]]:
+    """Train on a share of the examples' episodes, calibrate on the rest; returns the detector and its report."""
     n_episodes = len(np.unique(data.episodes))
     if n_episodes < 8 or len(np.unique(data.labels)) < 2:
         raise ValueError(
             f"need labeled successes and failures of at least 8 episodes to train a detector, "
-            f"store {store.uri} has {n_episodes} labeled episodes with {int(data.labels.sum())} success frames"
+            f"{source} has {n_episodes} labeled episodes with {int(data.labels.sum())} success frames"
         )
     rng = np.random.default_rng(seed)
     episode_ids = np.unique(data.episodes)
@@ -216,15 +246,16 @@ def train_detector(
     batch = detector.batch(data.frames, data.instructions)
     y = torch.from_numpy(data.labels)
     train_idx = np.flatnonzero(~val)
-    positive = float(data.labels[train_idx].mean())
-    pos_weight = torch.tensor((1.0 - positive) / max(positive, 1e-3))  # balance rare successes
-    optimizer = torch.optim.Adam(detector.parameters(), lr=config.lr)
+    optimizer = torch.optim.AdamW(detector.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     detector.train()
     losses = []
     for _ in tqdm(range(config.steps), desc="detector", disable=not progress, leave=False):
         idx = torch.from_numpy(rng.choice(train_idx, size=min(config.batch_size, len(train_idx)), replace=False))
-        logits = detector({k: v[idx] for k, v in batch.items()})
-        loss = F.binary_cross_entropy_with_logits(logits, y[idx], pos_weight=pos_weight)
+        minibatch = {k: v[idx] for k, v in batch.items()}
+        if config.rotate_augment:  # (B, H, W, 3): a quarter turn about the image centre
+            minibatch["image"] = torch.rot90(minibatch["image"], int(rng.integers(4)), dims=(1, 2))
+        logits = detector(minibatch)
+        loss = F.binary_cross_entropy_with_logits(logits, y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -97,8 +97,8 @@ class LabelDesk:
                     current,
                 )
             label = Label(success, "operator", 1.0, labeler, self._now(current), suggestion=suggestion)
-            self.store.add_label(episode_id, label)
-            return self.state(episode_id)
+            self.store.add_label(episode_id, label)  # refreshes the index
+            return self.state(episode_id, refresh=False)
 
     def undo(self, episode_id: str, labeler: str, revision: int) -> LabelState:
         """Withdraw `labeler`'s own label within the undo window; the episode is unlabeled again."""
@@ -117,7 +117,7 @@ class LabelDesk:
                 )
             retraction = Label(label.success, "operator", 1.0, labeler, self._now(current), retracted=True)
             self.store.add_label(episode_id, retraction)
-            return self.state(episode_id)
+            return self.state(episode_id, refresh=False)
 
     def _now(self, current: LabelState) -> float:
         """The clock, but never before the newest row: the index orders an episode's labels by time."""
