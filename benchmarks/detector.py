@@ -8,9 +8,6 @@ it labels on its own and how often those labels are right.
 
     python benchmarks/detector.py [--train 3000] [--test 400] [--image-size 64] [key=value ...]
 
-The built-in task's top-down view looks the same turned by a quarter, so training adds
-quarter turns (`rotate_augment`).
-
 Saves benchmarks/results/detector.json.
 """
 
@@ -49,9 +46,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="the built-in task's camera side, pixels")
     parser.add_argument("overrides", nargs="*", help="DetectorConfig overrides (key=value)")
     args = parser.parse_args()
-    config = load_config(
-        DetectorConfig, None, [f"image_size={args.image_size}", "rotate_augment=true", "steps=3000", *args.overrides]
-    )
+    config = load_config(DetectorConfig, None, [f"image_size={args.image_size}", "steps=3000", *args.overrides])
     work = Path(tempfile.mkdtemp(prefix="detector_"))
     start = time.monotonic()
     train = outcome_episodes(args.train, args.image_size, seed=0)  # in memory: `ript detector` reads a store

