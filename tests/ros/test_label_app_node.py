@@ -1,4 +1,4 @@
-"""The label_app node over DDS: the tablet's API starts an episode on the policy node, sees it, labels it."""
+"""The label_app and detector nodes over DDS, beside the policy node and a sim bridge acting as a bare arm."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import threading
 from pathlib import Path
 
 import httpx
-from conftest import tiny_policy
-from rosutil import wait_for
-from test_nodes import WORKSPACE, as_cli, sim_parameters
+from conftest import make_env, tiny_policy
+from rclpy.node import Node
+from ript_ros.policy_node import RELIABLE
+from rosutil import ros_context, spinning, wait_for
+from std_msgs.msg import Float64
+from test_nodes import WORKSPACE, as_cli, run_until_committed, sim_parameters
 
 from ript_robot.data import EpisodeStore
 
@@ -108,3 +111,48 @@ def _try(request):
     except httpx.TransportError:
         return None  # not listening yet
     return response if response.status_code == 200 else None
+
+
+def test_the_detector_node_judges_arm_episodes_and_labels_only_what_it_is_sure_of(tmp_path: Path, trained_detector) -> None:
+    """Like a real arm nobody reports success: the detector node judges the final frame at the step limit."""
+    detector, report = trained_detector
+    folder = detector.save(tmp_path / "detector", report)
+    store_uri = tmp_path / "store"
+    checkpoint = tiny_policy(seed=3).save(tmp_path / "policy")
+    policy = {
+        "policy": str(checkpoint),
+        "store.uri": str(store_uri),
+        "runtime.execute_steps": 4,
+        "runtime.safety.workspace": str(WORKSPACE),
+        "control_hz": 30.0,
+        "max_steps": 20,
+        "outcome_grace_s": 1.0,
+        "context_source": "instruction",
+        "scene": "workcell",
+        "label_source": "detector",
+        "autostart": True,
+    }
+    sim = sim_parameters(report_outcome=False, instruction="pick up the red block")
+    judge = {"detector.checkpoint": str(folder), "detector.mode": "auto", "every_n_frames": 2}
+    store = EpisodeStore(store_uri, create=True)
+    nodes = [
+        ("ript_ros.sim_bridge_node", as_cli(sim)),
+        ("ript_ros.policy_node", as_cli(policy)),
+        ("ript_ros.detector_node", as_cli(judge)),
+    ]
+    with ros_context() as context:
+        ears = Node("ears", context=context)
+        judged: list[float] = []
+        ears.create_subscription(Float64, "/detector/success_probability", lambda m: judged.append(m.data), RELIABLE)
+        with spinning(context, ears):
+            records = run_until_committed(nodes, store, 6, timeout=90)
+    # every episode is judged while it runs (every 2nd frame) and at its step limit
+    assert len(judged) >= len(records) * 5 and all(0.0 <= p <= 1.0 for p in judged)
+    labeled = [r for r in records if r.meta.label is not None]
+    for record in labeled:  # the ones it was sure of: labeled as the simulator would have
+        assert record.meta.label.source == "detector"
+        env = make_env(max_steps=20)  # the simulator's verdict: replay the stored commands until it ended
+        env.reset(record.meta.context)
+        results = [env.step(step.action) for step in store.read_episode(record.episode_id).steps]
+        verdict = next((r.success for r in results if r.done), False)
+        assert record.meta.label.success == bool(verdict), record.meta.end_reason
