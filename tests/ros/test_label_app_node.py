@@ -113,7 +113,9 @@ def _try(request):
     return response if response.status_code == 200 else None
 
 
-def test_the_detector_node_judges_arm_episodes_and_labels_only_what_it_is_sure_of(tmp_path: Path, trained_detector) -> None:
+def test_the_detector_node_judges_arm_episodes_and_labels_only_what_it_is_sure_of(
+    tmp_path: Path, trained_detector
+) -> None:
     """Like a real arm nobody reports success: the detector node judges the final frame at the step limit."""
     detector, report = trained_detector
     folder = detector.save(tmp_path / "detector", report)
