@@ -190,7 +190,7 @@ class SFTConfig(ConfigModel):
     steps: int = Field(3000, ge=0, description="gradient steps")
     batch_size: int = Field(64, ge=1, description="chunks per minibatch")
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay")
 
 
 class RIPTConfig(ConfigModel):
