@@ -129,7 +129,7 @@ class LabelApp:
 
     def _item(self, record: EpisodeRecord) -> dict[str, Any]:
         m = record.meta
-        state = LabelState(m.episode_id, m.label, len(record.labels), list(record.labels))
+        state = LabelState.of(record)
         suggestion = None if self.detector is None else self.detector.suggestion(m.episode_id)
         return {
             "episode_id": m.episode_id,

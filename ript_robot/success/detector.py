@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from ript_robot.config import DetectorConfig
 from ript_robot.data.index import EpisodeRecord
 from ript_robot.data.store import EpisodeStore
 from ript_robot.policies.chunked import VOCAB_SIZE, tokenize
-from ript_robot.types import Episode, Label
+from ript_robot.types import Episode, EpisodeMeta, Label
 
 WEIGHTS, CONFIG = "model.safetensors", "detector.json"
 TRAINED_ON = ("sim", "operator")  # never the detector's own labels
@@ -142,19 +144,24 @@ class Examples:
     episodes: np.ndarray  # (N,) index of the episode each frame came from
 
 
-def examples(store: EpisodeStore, records: list[EpisodeRecord], config: DetectorConfig, camera: str) -> Examples:
-    """The last `config.last_frames` frames of each labeled episode (labels from sim or operators only)."""
-    frames, instructions, labels, episodes = [], [], [], []
-    for i, record in enumerate(records):
-        label = record.meta.label
-        if label is None or label.source not in TRAINED_ON:
+def _examples(episodes: Iterable[tuple[EpisodeMeta, Callable[[], list[np.ndarray]]]]) -> Examples:
+    """Each labeled episode's frames with its label (labels from sim or operators only); frames load lazily."""
+    frames, instructions, labels, index = [], [], [], []
+    for i, (meta, load) in enumerate(episodes):
+        if meta.label is None or meta.label.source not in TRAINED_ON:
             continue
-        for frame in store.key_frames(record.episode_id, config.last_frames, camera, last=True):
+        for frame in load():
             frames.append(frame)
-            instructions.append(record.meta.context.instruction)
-            labels.append(label.reward)
-            episodes.append(i)
-    return Examples(frames, instructions, np.asarray(labels, np.float32), np.asarray(episodes))
+            instructions.append(meta.context.instruction)
+            labels.append(meta.label.reward)
+            index.append(i)
+    return Examples(frames, instructions, np.asarray(labels, np.float32), np.asarray(index))
+
+
+def examples(store: EpisodeStore, records: list[EpisodeRecord], config: DetectorConfig, camera: str) -> Examples:
+    """The last `config.last_frames` frames of each labeled episode of a store (its final scene last)."""
+    n = config.last_frames
+    return _examples((r.meta, partial(store.key_frames, r.episode_id, n, camera, last=True)) for r in records)
 
 
 def _auto_bound(p: np.ndarray, y: np.ndarray, max_error: float, high: bool, min_count: int = 5) -> float:
@@ -198,21 +205,15 @@ def calibrate(detector: SuccessDetector, logits: torch.Tensor, y: np.ndarray) ->
 
 
 def episode_examples(episodes: list[Episode], config: DetectorConfig, camera: str) -> Examples:
-    """The same examples from episodes held in memory (their final scene, then their last steps' frames)."""
-    frames, instructions, labels, index = [], [], [], []
-    for i, episode in enumerate(episodes):
-        label = episode.meta.label
-        if label is None or label.source not in TRAINED_ON:
-            continue
+    """The same examples from episodes held in memory (their last steps' frames, then their final scene)."""
+
+    def last_frames(episode: Episode) -> list[np.ndarray]:
         kept = [s.observation.images[camera] for s in episode.steps if s.observation.images]
         if episode.final is not None:
             kept.append(episode.final.images[camera])
-        for frame in kept[-config.last_frames :]:
-            frames.append(frame)
-            instructions.append(episode.meta.context.instruction)
-            labels.append(label.reward)
-            index.append(i)
-    return Examples(frames, instructions, np.asarray(labels, np.float32), np.asarray(index))
+        return kept[-config.last_frames :]
+
+    return _examples((e.meta, partial(last_frames, e)) for e in episodes)
 
 
 def train_detector(

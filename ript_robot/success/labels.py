@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ript_robot.data.backend import StoreError
+from ript_robot.data.index import EpisodeRecord
 from ript_robot.data.store import EpisodeStore
 from ript_robot.types import Label
 
@@ -43,6 +44,11 @@ class LabelState:
     label: Label | None  # None: unlabeled (never labeled, or the last label was undone)
     revision: int  # label rows so far; a write must name it
     history: list[Label]  # every label row, oldest first, undos included
+
+    @classmethod
+    def of(cls, record: EpisodeRecord) -> LabelState:
+        """The label state the store's index holds for one episode."""
+        return cls(record.episode_id, record.meta.label, len(record.labels), list(record.labels))
 
     @property
     def corrected(self) -> bool:
@@ -75,7 +81,7 @@ class LabelDesk:
         record = self.store.index.episodes.get(episode_id)
         if record is None:
             raise StoreError(f"no committed episode {episode_id} in {self.store.uri}")
-        return LabelState(episode_id, record.meta.label, len(record.labels), list(record.labels))
+        return LabelState.of(record)
 
     def label(
         self, episode_id: str, success: bool, labeler: str, revision: int, suggestion: float | None = None

@@ -16,7 +16,7 @@ from rclpy.node import Node
 from ript_ros.policy_node import RELIABLE
 from rosutil import ros_context, spinning, wait_for
 from std_msgs.msg import Float64
-from test_nodes import WORKSPACE, as_cli, run_until_committed, sim_parameters
+from test_nodes import as_cli, policy_parameters, run_until_committed, sim_parameters
 
 from ript_robot.data import EpisodeStore
 
@@ -31,17 +31,9 @@ def test_the_tablet_starts_watches_and_labels_an_arm_episode_through_the_policy_
     store_uri = tmp_path / "store"
     checkpoint = tiny_policy(seed=3).save(tmp_path / "policy")
     port = free_port()
-    policy = {
-        "policy": str(checkpoint),
-        "store.uri": str(store_uri),
-        "runtime.execute_steps": 4,
-        "runtime.safety.workspace": str(WORKSPACE),
-        "control_hz": 30.0,
-        "max_steps": 20,
-        "context_source": "instruction",
-        "scene": "workcell",
-        "autostart": True,
-    }
+    policy = policy_parameters(
+        checkpoint, store_uri, max_steps=20, context_source="instruction", scene="workcell", autostart=True
+    )
     # like a real arm: the bridge lays out each context but neither presses start nor knows success
     sim = sim_parameters(auto_start=False, report_outcome=False, instruction="pick up the red block")
     app = {
@@ -122,19 +114,16 @@ def test_the_detector_node_judges_arm_episodes_and_labels_only_what_it_is_sure_o
     folder = detector.save(tmp_path / "detector", report)
     store_uri = tmp_path / "store"
     checkpoint = tiny_policy(seed=3).save(tmp_path / "policy")
-    policy = {
-        "policy": str(checkpoint),
-        "store.uri": str(store_uri),
-        "runtime.execute_steps": 4,
-        "runtime.safety.workspace": str(WORKSPACE),
-        "control_hz": 30.0,
-        "max_steps": 20,
-        "outcome_grace_s": 1.0,
-        "context_source": "instruction",
-        "scene": "workcell",
-        "label_source": "detector",
-        "autostart": True,
-    }
+    policy = policy_parameters(
+        checkpoint,
+        store_uri,
+        max_steps=20,
+        outcome_grace_s=1.0,
+        context_source="instruction",
+        scene="workcell",
+        label_source="detector",
+        autostart=True,
+    )
     sim = sim_parameters(report_outcome=False, instruction="pick up the red block")
     judge = {"detector.checkpoint": str(folder), "detector.mode": "auto", "every_n_frames": 2}
     store = EpisodeStore(store_uri, create=True)
