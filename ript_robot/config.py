@@ -82,10 +82,34 @@ class LiberoConfig(LiberoEnvConfig):
         return self
 
 
-class PolicyConfig(ConfigModel):
-    """The light chunked policy (CNN + instruction FiLM + learned-scale head)."""
+class QuestConfig(ConfigModel):
+    """The QueST-style family: an FSQ skill autoencoder over action chunks and an autoregressive skill prior."""
 
-    family: Literal["chunked"] = Field("chunked", description="policy family")
+    fsq_levels: list[int] = Field(
+        default_factory=lambda: [8, 6, 5], description="FSQ levels per latent dimension; the codebook is their product"
+    )
+    actions_per_token: int = Field(4, ge=1, description="actions one skill token decodes to; divides chunk_size")
+    prior_dim: int = Field(64, ge=8, description="width of the prior's transformer")
+    prior_layers: int = Field(2, ge=1, le=12, description="causal transformer layers of the prior")
+    prior_heads: int = Field(4, ge=1, description="attention heads of the prior; divides prior_dim")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature of the prior's softmax")
+    top_k: int = Field(0, ge=0, description="sample among the k likeliest tokens (0: the whole codebook)")
+
+    @model_validator(mode="after")
+    def _check(self) -> QuestConfig:
+        if len(self.fsq_levels) < 1 or any(not 2 <= level <= 64 for level in self.fsq_levels):
+            raise ValueError(f"fsq_levels must be one or more integers in [2, 64], got {self.fsq_levels}")
+        if self.prior_dim % self.prior_heads:
+            raise ValueError(f"prior_heads ({self.prior_heads}) must divide prior_dim ({self.prior_dim})")
+        return self
+
+
+class PolicyConfig(ConfigModel):
+    """A light policy: the keypoint CNN with instruction FiLM, and the head of its family."""
+
+    family: Literal["chunked", "quest"] = Field(
+        "chunked", description="policy family: chunked (Gaussian chunk head), quest (skill tokens)"
+    )
     chunk_size: int = Field(8, ge=1, le=128, description="actions predicted per chunk (H)")
     hidden_dim: int = Field(256, ge=8, description="width of the MLP trunk")
     channels: int = Field(16, ge=4, description="conv channels of the image encoder")
@@ -96,10 +120,16 @@ class PolicyConfig(ConfigModel):
     )
     max_std: float = Field(1.0, gt=0.0, description="upper bound of the learned scale (action units)")
 
+    quest: QuestConfig = Field(default_factory=QuestConfig, description="the quest family's skill tokens and prior")
+
     @model_validator(mode="after")
     def _check_scale(self) -> PolicyConfig:
         if self.min_std >= self.max_std:
             raise ValueError(f"min_std ({self.min_std}) must be below max_std ({self.max_std})")
+        if self.family == "quest" and self.chunk_size % self.quest.actions_per_token:
+            raise ValueError(
+                f"quest.actions_per_token ({self.quest.actions_per_token}) must divide chunk_size ({self.chunk_size})"
+            )
         return self
 
 
@@ -270,7 +300,7 @@ class DetectorConfig(ConfigModel):
     image_size: int = Field(64, ge=16, le=256, description="side, pixels, its input frames are resized to")
     last_frames: int = Field(1, ge=1, description="frames at the end of each episode used as training examples")
     steps: int = Field(2000, ge=1, description="training steps")
-    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate at the start, cosine-decayed to 0 over the steps")
     batch_size: int = Field(64, ge=1, description="frames per training batch")
     validation_fraction: float = Field(
         0.25, gt=0.0, lt=1.0, description="share of labeled episodes held out to calibrate the threshold"

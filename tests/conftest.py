@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from ript_robot.config import PolicyConfig
+from ript_robot.config import PolicyConfig, QuestConfig
 from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_server
 from ript_robot.envs.pick import PickEnv
 from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.policies.quest import QuestPolicy
+from ript_robot.policies.vision import VisionLanguagePolicy
 from ript_robot.types import ActionChunk, Context, Episode, EpisodeMeta, Label
 
 # The tiny models here are far faster on one thread: intra-op threading only adds overhead.
@@ -40,9 +42,14 @@ def _seed_everything() -> None:
     torch.manual_seed(0)
 
 
-def tiny_policy(seed: int = 0, **overrides) -> ChunkedPolicy:
-    """A small ChunkedPolicy for the PickEnv at IMAGE_SIZE, initialized from `seed`."""
+def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> VisionLanguagePolicy:
+    """A small policy of `family` for the PickEnv at IMAGE_SIZE, initialized from `seed` (quest: 2 tokens a chunk)."""
     torch.manual_seed(seed)
+    if family == "quest":
+        quest = QuestConfig(**{"actions_per_token": 2, **overrides.pop("quest", {})})
+        return QuestPolicy(
+            PolicyConfig(**{**TINY, **overrides}, family="quest", quest=quest), (IMAGE_SIZE, IMAGE_SIZE), 3, 3
+        )
     return ChunkedPolicy(PolicyConfig(**{**TINY, **overrides}), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
 
 

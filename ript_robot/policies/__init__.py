@@ -8,8 +8,10 @@ from ript_robot.config import PolicyConfig
 from ript_robot.envs.base import EnvSpec
 from ript_robot.policies.base import CheckpointError, Policy, read_policy_meta
 from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.policies.quest import QuestPolicy
+from ript_robot.policies.vision import VisionLanguagePolicy
 
-FAMILIES: dict[str, type[ChunkedPolicy]] = {"chunked": ChunkedPolicy}
+FAMILIES: dict[str, type[VisionLanguagePolicy]] = {"chunked": ChunkedPolicy, "quest": QuestPolicy}
 
 
 def make_policy(config: PolicyConfig, spec: EnvSpec) -> Policy:

@@ -56,9 +56,15 @@ class Policy(nn.Module, ABC):
         Summed over H it is the chunk's log density.
         """
 
+    sft_stages: tuple[str, ...] = ("policy",)  # behaviour-cloning stages, trained in this order
+
     @abstractmethod
-    def bc_loss(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
-        """Scalar behaviour-cloning loss on expert chunks (B, H, A)."""
+    def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:
+        """Scalar behaviour-cloning loss on expert chunks (B, H, A) for one of `sft_stages`."""
+
+    def rl_parameters(self) -> list[nn.Parameter]:
+        """The parameters RIPT's PPO update trains: all of them, unless a family keeps some frozen."""
+        return list(self.parameters())
 
     @abstractmethod
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

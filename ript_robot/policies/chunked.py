@@ -1,161 +1,36 @@
-"""The default light policy: a small CNN with instruction FiLM and a learned-scale chunk head.
+"""The default light policy: the keypoint encoder with a learned-scale Gaussian chunk head.
 
-It is the CPU default for the robot and the policy the quickstart trains. The image encoder
-ends in a spatial softmax (expected keypoint coordinates), which localizes objects and
-generalizes across layouts from few demonstrations; the instruction, hashed into a word
-vocabulary and averaged, modulates the conv features (FiLM) so keypoints follow the named
-object. Several cameras (LIBERO's agent view and wrist camera) share the encoder and their
-keypoints are concatenated. The head predicts the mean and a bounded scale of every action
-of the chunk; the log-probability of each action is the sum of its A independent Gaussian
-(or Laplace) terms.
+It is the CPU default for the robot and the policy the quickstart trains. On top of the
+shared observation encoder (`policies.vision`: keypoints, state, instruction) an MLP
+predicts the mean and a bounded scale of every action of the chunk; the log-probability of
+each action is the sum of its A independent Gaussian (or Laplace) terms.
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Laplace, Normal
 
-from ript_robot.config import PolicyConfig
-from ript_robot.policies.base import Batch, Policy
-from ript_robot.types import Observation
-
-VOCAB_SIZE = 1024
-MAX_TOKENS = 16
+from ript_robot.policies.base import Batch
+from ript_robot.policies.vision import VisionLanguagePolicy
 
 
-def tokenize(instruction: str) -> list[int]:
-    """Hash lower-cased words into a fixed vocabulary (stable across processes and machines)."""
-    words = instruction.lower().replace(",", " ").replace(".", " ").split()[:MAX_TOKENS]
-    return [zlib.crc32(w.encode()) % (VOCAB_SIZE - 1) + 1 for w in words] or [0]
-
-
-class SpatialSoftmax(nn.Module):
-    """Feature map (B, K, H, W) -> expected (x, y) of each channel's softmax, (B, 2K) in [-1, 1]."""
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        b, k, h, w = features.shape
-        attention = features.flatten(2).softmax(-1).view(b, k, h, w)
-        ys = torch.linspace(-1.0, 1.0, h, device=features.device)
-        xs = torch.linspace(-1.0, 1.0, w, device=features.device)
-        x = (attention.sum(2) * xs).sum(-1)
-        y = (attention.sum(3) * ys).sum(-1)
-        return torch.cat([x, y], dim=1)
-
-
-class ChunkedPolicy(Policy):
-    """CNN + FiLM + MLP predicting an (H, A) action chunk with a learned scale."""
+class ChunkedPolicy(VisionLanguagePolicy):
+    """Keypoint encoder + MLP predicting an (H, A) action chunk with a learned scale."""
 
     family = "chunked"
 
-    def __init__(
-        self,
-        config: PolicyConfig,
-        image_shape: tuple[int, int],
-        state_dim: int,
-        action_dim: int,
-        cameras: Sequence[str] = (),
-    ):
-        """image_shape: (height, width) of every RGB camera; state_dim, action_dim >= 1;
-        cameras: the camera names, in the order their keypoints are concatenated (empty: one
-        camera, whatever its name)."""
-        super().__init__()
-        if state_dim < 1 or action_dim < 1:
-            raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
-        self.config = config
-        self.image_shape = tuple(image_shape)
-        self.cameras = tuple(cameras)
-        self.state_dim = state_dim
-        self.action_dim = action_dim
-        c, e = config.channels, 32
-        self.words = nn.EmbeddingBag(VOCAB_SIZE, e, mode="mean", padding_idx=0)
-        self.conv1 = nn.Conv2d(3, c, 8, stride=4, padding=2)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-        self.film = nn.Linear(e, 2 * c)
-        self.conv3 = nn.Conv2d(c, config.keypoints, 3, padding=1)
-        self.keypoints = SpatialSoftmax()
-        width = config.hidden_dim
-        out = config.chunk_size * action_dim
-        self.trunk = nn.Sequential(
-            nn.Linear(2 * config.keypoints * max(1, len(self.cameras)) + state_dim + e, width),
-            nn.ReLU(),
-            nn.Linear(width, width),
-            nn.ReLU(),
-        )
+    def build_head(self) -> None:
+        config, width = self.config, self.config.hidden_dim
+        out = config.chunk_size * self.action_dim
+        self.trunk = nn.Sequential(nn.Linear(self.feature_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
         self.mean_head = nn.Linear(width, out)
         self.scale_head = nn.Linear(width, out)
-        self._token_cache: dict[str, list[int]] = {}
-
-    @property
-    def chunk_size(self) -> int:
-        return self.config.chunk_size
-
-    def config_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.config.model_dump(mode="json"),
-            "image_shape": list(self.image_shape),
-            "state_dim": self.state_dim,
-            "action_dim": self.action_dim,
-            "cameras": list(self.cameras),
-        }
-
-    @classmethod
-    def from_config_dict(cls, config: dict[str, Any]) -> ChunkedPolicy:
-        return cls(
-            PolicyConfig.model_validate(config["policy"]),
-            tuple(config["image_shape"]),
-            config["state_dim"],
-            config["action_dim"],
-            config.get("cameras", ()),  # checkpoints from before multi-camera support: one camera
-        )
-
-    def preprocess(self, observations: Sequence[Observation]) -> Batch:
-        images, states, tokens = [], [], []
-        for obs in observations:
-            if self.cameras and set(obs.images) != set(self.cameras):
-                raise ValueError(f"ChunkedPolicy takes the cameras {list(self.cameras)}, got {sorted(obs.images)}")
-            if not self.cameras and len(obs.images) != 1:
-                raise ValueError(f"ChunkedPolicy takes one camera, got {sorted(obs.images)}")
-            views = [obs.images[c] for c in self.cameras] if self.cameras else list(obs.images.values())
-            for image in views:
-                if image.dtype != np.uint8 or image.shape != (*self.image_shape, 3):
-                    raise ValueError(
-                        f"image must be uint8 {(*self.image_shape, 3)} RGB, got {image.dtype} {image.shape}; "
-                        "convert the camera's encoding to rgb8 and resize before the policy"
-                    )
-            image = np.stack(views)  # (N, H, W, 3)
-            if obs.state.shape != (self.state_dim,):
-                raise ValueError(f"state must have shape ({self.state_dim},), got {obs.state.shape}")
-            images.append(image)
-            states.append(obs.state)
-            if obs.instruction not in self._token_cache:
-                self._token_cache[obs.instruction] = tokenize(obs.instruction)
-            tokens.append(self._token_cache[obs.instruction])
-        padded = np.zeros((len(tokens), max(map(len, tokens))), dtype=np.int64)
-        for i, t in enumerate(tokens):
-            padded[i, : len(t)] = t
-        return {
-            "image": torch.from_numpy(np.stack(images)),
-            "state": torch.from_numpy(np.stack(states).astype(np.float32)),
-            "tokens": torch.from_numpy(padded),
-        }
 
     def distribution(self, batch: Batch) -> Distribution:
         """Distribution over chunks, batch shape (B, H, A)."""
-        b, n = batch["image"].shape[:2]  # (B, N cameras, H, W, 3): one encoder for every camera
-        image = batch["image"].flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0
-        words = self.words(batch["tokens"])
-        x = F.relu(self.conv1(image))
-        gamma, beta = self.film(words).repeat_interleave(n, dim=0).chunk(2, dim=-1)
-        x = F.relu(self.conv2(x) * (1.0 + gamma[..., None, None]) + beta[..., None, None])
-        keypoints = self.keypoints(self.conv3(x)).view(b, -1)
-        h = self.trunk(torch.cat([keypoints, batch["state"], words], dim=-1))
+        h = self.trunk(self.features(batch))
         shape = (-1, self.config.chunk_size, self.action_dim)
         mean = self.mean_head(h).view(shape)
         lo, hi = self.config.min_std, self.config.max_std
@@ -167,7 +42,7 @@ class ChunkedPolicy(Policy):
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
         return self.distribution(batch).log_prob(actions).sum(dim=-1)
 
-    def bc_loss(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+    def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:
         return -self.log_prob(batch, actions).mean() / self.action_dim
 
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

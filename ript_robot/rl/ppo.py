@@ -147,7 +147,7 @@ def ppo_update(
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.rl_parameters(), config.max_grad_norm)
             optimizer.step()
             for key, value in diag.items():
                 sums[key] += value

@@ -59,21 +59,29 @@ def behaviour_cloning(
     desc: str = "SFT",
     progress: bool = True,
 ) -> list[float]:
-    """Minimize the BC loss for `config.steps` minibatches; returns the loss per step."""
+    """Minimize the BC loss for `config.steps` minibatches per stage of the policy; returns the loss per step.
+
+    Families trained in stages (`policy.sft_stages`, QueST's autoencoder then prior) run
+    them in order, each with a fresh optimizer; parameters a stage's loss does not reach
+    keep their values (their gradient stays None, so neither Adam nor weight decay moves them).
+    """
     if config.steps == 0:
         return []
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    policy.train()
     losses = []
-    bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        index = torch.randint(len(dataset), (min(config.batch_size, len(dataset)),), generator=generator)
-        loss = policy.bc_loss({k: v[index] for k, v in dataset.inputs.items()}, dataset.actions[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if len(losses) % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    for stage in policy.sft_stages:
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        policy.train()
+        name = desc if len(policy.sft_stages) == 1 else f"{desc} ({stage})"
+        bar = tqdm(range(config.steps), desc=name, disable=not progress, leave=False)
+        for _ in bar:
+            index = torch.randint(len(dataset), (min(config.batch_size, len(dataset)),), generator=generator)
+            inputs = {k: v[index] for k, v in dataset.inputs.items()}
+            loss = policy.bc_loss(inputs, dataset.actions[index], stage)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if len(losses) % 50 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     return losses

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ript_robot.config import DetectorConfig
 from ript_robot.data.index import EpisodeRecord
 from ript_robot.data.store import EpisodeStore
-from ript_robot.policies.chunked import VOCAB_SIZE, tokenize
+from ript_robot.policies.vision import VOCAB_SIZE, tokenize
 from ript_robot.types import Episode, EpisodeMeta, Label
 
 WEIGHTS, CONFIG = "model.safetensors", "detector.json"
@@ -89,7 +89,8 @@ class SuccessDetector(nn.Module):
         b, _, h, w = x.shape
         ys = torch.linspace(-1.0, 1.0, h).view(1, 1, h, 1).expand(b, 1, h, w)
         xs = torch.linspace(-1.0, 1.0, w).view(1, 1, 1, w).expand(b, 1, h, w)
-        x = F.max_pool2d(F.relu(self.conv1(torch.cat([x, xs, ys], dim=1))), 2)
+        x = torch.cat([x, xs, ys], dim=1).contiguous(memory_format=torch.channels_last)  # faster convs on CPU
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         gamma, beta = self.film(words).chunk(2, dim=-1)  # the instruction picks what to look for
         x = F.max_pool2d(F.relu(self.conv2(x) * (1.0 + gamma[..., None, None]) + beta[..., None, None]), 2)
         x = F.max_pool2d(F.relu(self.conv3(x)), 2)
@@ -204,8 +205,10 @@ def calibrate(detector: SuccessDetector, logits: torch.Tensor, y: np.ndarray) ->
     }
 
 
-def episode_examples(episodes: list[Episode], config: DetectorConfig, camera: str) -> Examples:
-    """The same examples from episodes held in memory (their last steps' frames, then their final scene)."""
+def episode_examples(episodes: Iterable[Episode], config: DetectorConfig, camera: str) -> Examples:
+    """The same examples from episodes in memory (their last steps' frames, then their final scene).
+
+    `episodes` may be a generator: only the kept frames outlive each episode, so many thousands fit."""
 
     def last_frames(episode: Episode) -> list[np.ndarray]:
         kept = [s.observation.images[camera] for s in episode.steps if s.observation.images]
@@ -248,6 +251,7 @@ def fit_detector(
     y = torch.from_numpy(data.labels)
     train_idx = np.flatnonzero(~val)
     optimizer = torch.optim.AdamW(detector.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)  # fine steps at the end
     detector.train()
     losses = []
     for _ in tqdm(range(config.steps), desc="detector", disable=not progress, leave=False):
@@ -260,6 +264,7 @@ def fit_detector(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
     detector.eval()
     with torch.no_grad():

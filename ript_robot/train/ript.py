@@ -29,7 +29,7 @@ class RIPTLearner:
         self.policy = policy
         self.pool = pool
         self.config = config
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(policy.rl_parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(seed)
         self.iteration = 0
 

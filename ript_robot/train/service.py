@@ -87,7 +87,7 @@ class StoreTrainer:
             self.policy = initial
         else:
             self.policy = load_published(self.backend, latest)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.ript.lr)
+        self.optimizer = torch.optim.Adam(self.policy.rl_parameters(), lr=self.ript.lr)
         if latest is not None:
             load_optimizer(self.backend, latest, self.optimizer)
         self.consumed = self._consumed()

@@ -12,7 +12,8 @@ from ript_robot.envs.base import EnvSpec
 from ript_robot.envs.pick import make_contexts
 from ript_robot.policies import CheckpointError, load_policy, make_policy
 from ript_robot.policies.base import CONFIG_FILE, WEIGHTS_FILE
-from ript_robot.policies.chunked import ChunkedPolicy, tokenize
+from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.policies.vision import tokenize
 from ript_robot.types import Observation
 
 

@@ -112,11 +112,16 @@ def run_until_committed(nodes: list[tuple[str, list[str]]], store: EpisodeStore,
     return records
 
 
-def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sims_label(tmp_path: Path) -> None:
-    """The policy node as an actor: the store's published policy, the trainer's schedule, the sim's labels."""
+@pytest.mark.parametrize("family", ["chunked", "quest"])
+def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sims_label(
+    tmp_path: Path, family: str
+) -> None:
+    """The policy node as an actor: the store's published policy (of each family), the trainer's schedule,
+    the sim's labels, and chunks the trainer re-scores to the log-probabilities the node reported."""
     store_uri = tmp_path / "store"
     store = EpisodeStore(store_uri, create=True)
-    publish_policy(store.backend, tiny_policy(seed=3))
+    policy = tiny_policy(seed=3, family=family)
+    publish_policy(store.backend, policy)
     contexts = make_contexts("workcell", range(2))[:2]
     Schedule(store.backend).write_round(0, contexts, rollouts_per_context=2)
     params = policy_parameters(Path("store"), store_uri, autostart=True)
@@ -137,6 +142,13 @@ def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sim
         done_at = next(i for i, r in enumerate(results, start=1) if r.done)
         assert bool(results[done_at - 1].success) == meta.label.success, meta.end_reason
         assert 0 <= len(episode.steps) - done_at <= 3
+        with torch.no_grad():
+            rescored = policy.log_prob(
+                policy.preprocess(episode.chunk_observations),
+                torch.from_numpy(np.stack([c.actions for c in episode.chunks])),
+            )
+        reported = np.stack([c.step_log_prob for c in episode.chunks])
+        np.testing.assert_allclose(rescored.numpy(), reported, atol=1e-4)
     assert store.verify().ok
 
 

@@ -1,0 +1,67 @@
+"""How long each policy family's act() takes on this CPU, at batch 1 (a robot) and batch 8 (simulators).
+
+A robot re-plans every chunk inside one control tick, so act() at batch 1 has to fit in a
+few milliseconds beside the camera and the safety filter. Each family is built with the
+configuration the quickstart uses for the built-in task (64x64 camera, 3-d state and
+action, chunks of 8), timed over many calls after a warm-up, on one torch thread as on the
+robot's busy CPU. Families yet to be built into the policy registry are skipped.
+
+    python benchmarks/policy_latency.py [--calls 300]
+
+Prints the figures and saves benchmarks/results/policy_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ript_robot.config import PolicyConfig
+from ript_robot.envs.pick import PickEnv, make_contexts
+from ript_robot.policies import FAMILIES, make_policy
+
+RESULTS = Path(__file__).parent / "results"
+TARGET_MS = 10.0  # act() at batch 1 for the light families
+
+
+def time_act(family: str, batch: int, calls: int) -> dict[str, float]:
+    env = PickEnv(image_size=64)
+    policy = make_policy(PolicyConfig(family=family), env.spec)
+    observations = [env.reset(c) for c in make_contexts("workcell", range(batch))[:batch]]
+    for _ in range(20):
+        policy.act(observations)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        policy.act(observations)
+        times.append(time.perf_counter() - start)
+    ms = np.array(times) * 1e3
+    return {"p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=300, help="timed act() calls per family and batch size")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    result: dict[str, object] = {"machine": f"{os.cpu_count()} CPU cores, 1 torch thread", "target_ms": TARGET_MS}
+    for family in FAMILIES:
+        result[family] = {f"batch_{b}": time_act(family, b, args.calls) for b in (1, 8)}
+        print(family, json.dumps(result[family]))
+    if "quest" in result:
+        result["quest_over_chunked_batch_1"] = (
+            result["quest"]["batch_1"]["p50_ms"] / result["chunked"]["batch_1"]["p50_ms"]
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "policy_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
