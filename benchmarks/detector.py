@@ -6,7 +6,7 @@ held-out share of them, then judges fresh episodes of layouts it never saw, as t
 app would: accuracy of its guess against the simulator's label, and in auto mode the share
 it labels on its own and how often those labels are right.
 
-    python benchmarks/detector.py [--train 3000] [--test 400] [--image-size 64] [key=value ...]
+    python benchmarks/detector.py [--train 20000] [--test 400] [--image-size 64] [key=value ...]
 
 Saves benchmarks/results/detector.json.
 """
@@ -14,6 +14,7 @@ Saves benchmarks/results/detector.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import tempfile
@@ -28,6 +29,7 @@ from ript_robot.success.detector import DetectorService, episode_examples, fit_d
 from sim_bridge.pick_outcomes import outcome_episodes
 
 RESULTS = Path(__file__).parent / "results"
+CHUNK_SEED = 100  # training layouts come from seeds 100, 101, ...; the test's from seed 1
 
 
 def filled_store(episodes: list, root: Path) -> EpisodeStore:
@@ -41,16 +43,19 @@ def filled_store(episodes: list, root: Path) -> EpisodeStore:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train", type=int, default=3000, help="labeled episodes to train and calibrate on")
+    parser.add_argument("--train", type=int, default=20000, help="labeled episodes to train and calibrate on")
     parser.add_argument("--test", type=int, default=400, help="fresh episodes to judge")
     parser.add_argument("--image-size", type=int, default=64, help="the built-in task's camera side, pixels")
     parser.add_argument("overrides", nargs="*", help="DetectorConfig overrides (key=value)")
     args = parser.parse_args()
-    config = load_config(DetectorConfig, None, [f"image_size={args.image_size}", "steps=3000", *args.overrides])
+    config = load_config(DetectorConfig, None, [f"image_size={args.image_size}", "steps=6000", *args.overrides])
     work = Path(tempfile.mkdtemp(prefix="detector_"))
     start = time.monotonic()
-    train = outcome_episodes(args.train, args.image_size, seed=0)  # in memory: `ript detector` reads a store
-    detector, report = fit_detector(episode_examples(train, config, "top"), config, "top", seed=0)
+    # made in chunks of 1000 episodes; only their final frames stay in memory (`ript detector` reads a store)
+    chunks = range(CHUNK_SEED, CHUNK_SEED + -(-args.train // 1000))
+    train = (e for seed in chunks for e in outcome_episodes(1000, args.image_size, seed=seed))
+    data = episode_examples(itertools.islice(train, args.train), config, "top")
+    detector, report = fit_detector(data, config, "top", seed=0)
     trained_s = time.monotonic() - start
     test_episodes = outcome_episodes(args.test, args.image_size, seed=1)
     truth = {e.meta.episode_id: e.meta.label.success for e in test_episodes}

@@ -88,7 +88,7 @@ class QuestConfig(ConfigModel):
     fsq_levels: list[int] = Field(
         default_factory=lambda: [8, 6, 5], description="FSQ levels per latent dimension; the codebook is their product"
     )
-    actions_per_token: int = Field(4, ge=1, description="actions one skill token decodes to; divides chunk_size")
+    actions_per_token: int = Field(2, ge=1, description="actions one skill token decodes to; divides chunk_size")
     prior_dim: int = Field(64, ge=8, description="width of the prior's transformer")
     prior_layers: int = Field(2, ge=1, le=12, description="causal transformer layers of the prior")
     prior_heads: int = Field(4, ge=1, description="attention heads of the prior; divides prior_dim")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ript_robot.config import RIPTConfig
 from ript_robot.policies.base import Batch, Policy
@@ -89,18 +90,21 @@ def ppo_loss(
     mask: torch.Tensor,
     clip_low: float,
     clip_high: float,
+    tokens: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate loss over executed actions (N, H) and its diagnostics.
 
     advantages (N,) broadcast over each chunk's actions; mask (N, H) selects executed ones.
-    Diagnostics: approx_kl (the k3 estimator, >= 0), clipfrac, ratio_mean.
+    Diagnostics: approx_kl (the k3 estimator, >= 0), clipfrac, ratio_mean. Loss and
+    diagnostics are sums over executed actions divided by `tokens` (default: their count
+    here; data-parallel ranks pass the whole minibatch's count, so their parts add up).
     """
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
     adv = advantages[:, None]
     pg_loss1 = -adv * ratio
     pg_loss2 = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    tokens = mask.sum().clamp(min=1.0)
+    tokens = max(float(mask.sum()), 1.0) if tokens is None else tokens
     loss = (torch.max(pg_loss1, pg_loss2) * mask).sum() / tokens
     with torch.no_grad():
         approx_kl = ((((ratio - 1.0) - log_ratio) * mask).sum() / tokens).item()
@@ -108,6 +112,19 @@ def ppo_loss(
         clipfrac = ((clipped.float() * mask).sum() / tokens).item()
         ratio_mean = ((ratio * mask).sum() / tokens).item()
     return loss, {"approx_kl": approx_kl, "clipfrac": clipfrac, "ratio_mean": ratio_mean}
+
+
+def _data_parallel() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(values: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
+    if _data_parallel()[1] > 1:
+        dist.all_reduce(values, op=op)
+    return values
 
 
 def ppo_update(
@@ -123,12 +140,23 @@ def ppo_update(
     exceeds it (CleanRL's early stop, per minibatch): `minibatches` says how many ran.
     `initial_ratio_error` is max |ratio - 1| before any step: it must be ~0, since the policy
     that sampled the batch is the one being updated (a check on the log-prob bookkeeping).
+
+    Data-parallel: inside a torch.distributed process group (torchrun; gloo on CPU, NCCL on
+    GPUs) every rank holds the same batch, parameters and generator seed, scores only its
+    share of each minibatch, and the gradients are summed across ranks before the step, so
+    the update equals one process's on the whole minibatch (up to float rounding).
     """
+    rank, world = _data_parallel()
+    parameters = policy.rl_parameters()
     policy.train()
     with torch.no_grad():
-        start = policy.log_prob(batch.inputs, batch.actions)
-        initial_ratio_error = ((start - batch.old_log_prob).exp().sub(1.0).abs() * batch.mask).max().item()
-    sums: dict[str, float] = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
+        share = torch.arange(rank, len(batch), world)
+        mine = batch.select(share)
+        start = policy.log_prob(mine.inputs, mine.actions)
+        error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() if len(share) else torch.zeros(())
+        initial_ratio_error = _all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
+    keys = ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
+    sums = dict.fromkeys(keys, 0.0)
     steps = 0
     stopped = False
     for _ in range(config.ppo_epochs):
@@ -136,7 +164,9 @@ def ppo_update(
             break
         order = torch.randperm(len(batch), generator=generator)
         for begin in range(0, len(batch), config.minibatch_size):
-            mb = batch.select(order[begin : begin + config.minibatch_size])
+            minibatch = order[begin : begin + config.minibatch_size]
+            tokens = max(float(batch.mask[minibatch].sum()), 1.0)
+            mb = batch.select(minibatch[rank::world])
             loss, diag = ppo_loss(
                 policy.log_prob(mb.inputs, mb.actions),
                 mb.old_log_prob,
@@ -144,14 +174,24 @@ def ppo_update(
                 mb.mask,
                 config.clip_low,
                 config.clip_high,
+                tokens,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.rl_parameters(), config.max_grad_norm)
+            if world > 1:
+                for p in parameters:
+                    if p.grad is None:  # a rank with an empty share: it adds nothing
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+                summed = _all_reduce(torch.tensor([loss.item(), *diag.values()], dtype=torch.float64))
+                loss_value, diag = summed[0].item(), dict(zip(diag, summed[1:].tolist(), strict=True))
+            else:
+                loss_value = loss.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()
             for key, value in diag.items():
                 sums[key] += value
-            sums["loss"] += loss.item()
+            sums["loss"] += loss_value
             sums["grad_norm"] += float(grad_norm)
             steps += 1
             if config.target_kl is not None and diag["approx_kl"] > config.target_kl:

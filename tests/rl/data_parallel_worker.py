@@ -1,0 +1,33 @@
+"""One rank of the data-parallel PPO test: a gloo process group on this CPU, the shared batch, one update."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ript_robot.config import RIPTConfig
+from ript_robot.policies.base import Policy
+from ript_robot.rl.ppo import RolloutBatch, ppo_update
+
+
+def update(policy: Policy, batch: RolloutBatch, config: RIPTConfig) -> dict[str, float]:
+    """The update every rank and the single-process reference run: same optimizer, same shuffling seed.
+
+    Plain SGD, so parameters move by exactly the summed gradient: Adam would turn the float noise of
+    a gradient that is ~0 by symmetry (a bias before the spatial softmax) into full-size steps."""
+    optimizer = torch.optim.SGD(policy.rl_parameters(), lr=0.05)
+    return ppo_update(policy, optimizer, batch, config, torch.Generator().manual_seed(0))
+
+
+def rank_main(rank: int, world: int, init_file: str, inputs: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        policy, batch, config = torch.load(inputs, weights_only=False)
+        stats = update(policy, batch, config)
+        if rank == 0:
+            torch.save({"state": policy.state_dict(), "stats": stats}, Path(out))
+    finally:
+        dist.destroy_process_group()
