@@ -131,6 +131,7 @@ def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
 
     from ript_robot.data.checkpoints import latest_version
     from ript_robot.policies import load_policy
+    from ript_robot.rl.distributed import barrier, init_from_env
     from ript_robot.train.logging import MetricsLogger
     from ript_robot.train.service import StoreTrainer
     from sim_bridge.quickstart import context_sets, pretrain_and_sft
@@ -138,6 +139,14 @@ def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
+    rank, world = init_from_env()  # under torchrun: data-parallel ranks, rank 0 leads
+    train, _ = context_sets(cfg)
+    if rank > 0:
+        barrier()  # rank 0 creates the store and publishes version 0 first
+        follower = StoreTrainer(_store(cfg, args), train, cfg.ript, cfg.trainer, cfg.seed)
+        follower.start()
+        print(f"rank {rank}/{world}: {follower.follow()} updates alongside rank 0", file=sys.stderr)
+        return
     store = _store(cfg, args)
     cfg.trainer.output_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLogger(cfg.trainer.output_dir)
@@ -146,9 +155,9 @@ def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
         initial = (
             load_policy(cfg.init_checkpoint) if cfg.init_checkpoint else pretrain_and_sft(cfg, log, not args.quiet)
         )
-    train, _ = context_sets(cfg)
     trainer = StoreTrainer(store, train, cfg.ript, cfg.trainer, cfg.seed, log)
     resumed = trainer.start(initial)
+    barrier()
     assert trainer.policy is not None
     print(
         f"{'resumed' if resumed else 'started'} at policy v{trainer.policy.version} in {store.uri}; "

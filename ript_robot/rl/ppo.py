@@ -27,6 +27,7 @@ import torch.distributed as dist
 from ript_robot.config import RIPTConfig
 from ript_robot.policies.base import Batch, Policy
 from ript_robot.rl.advantage import leave_one_out_advantage
+from ript_robot.rl.distributed import all_reduce, data_parallel
 from ript_robot.rl.sampling import Group
 
 
@@ -114,19 +115,6 @@ def ppo_loss(
     return loss, {"approx_kl": approx_kl, "clipfrac": clipfrac, "ratio_mean": ratio_mean}
 
 
-def _data_parallel() -> tuple[int, int]:
-    """(rank, world size) of the torch.distributed process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce(values: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
-    if _data_parallel()[1] > 1:
-        dist.all_reduce(values, op=op)
-    return values
-
-
 def ppo_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -146,7 +134,7 @@ def ppo_update(
     share of each minibatch, and the gradients are summed across ranks before the step, so
     the update equals one process's on the whole minibatch (up to float rounding).
     """
-    rank, world = _data_parallel()
+    rank, world = data_parallel()
     parameters = policy.rl_parameters()
     policy.train()
     with torch.no_grad():
@@ -154,7 +142,7 @@ def ppo_update(
         mine = batch.select(share)
         start = policy.log_prob(mine.inputs, mine.actions)
         error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() if len(share) else torch.zeros(())
-        initial_ratio_error = _all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
+        initial_ratio_error = all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
     keys = ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
     sums = dict.fromkeys(keys, 0.0)
     steps = 0
@@ -183,7 +171,7 @@ def ppo_update(
                     if p.grad is None:  # a rank with an empty share: it adds nothing
                         p.grad = torch.zeros_like(p)
                     dist.all_reduce(p.grad)
-                summed = _all_reduce(torch.tensor([loss.item(), *diag.values()], dtype=torch.float64))
+                summed = all_reduce(torch.tensor([loss.item(), *diag.values()], dtype=torch.float64))
                 loss_value, diag = summed[0].item(), dict(zip(diag, summed[1:].tolist(), strict=True))
             else:
                 loss_value = loss.item()

@@ -39,6 +39,7 @@ from ript_robot.data.checkpoints import (
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore, StoredGroup
 from ript_robot.policies.base import Policy
+from ript_robot.rl.distributed import broadcast, data_parallel
 from ript_robot.rl.ppo import build_batch, ppo_update
 from ript_robot.rl.sampling import ContextPool, Group, SamplingStats
 from ript_robot.train.logging import MetricsLogger
@@ -120,7 +121,30 @@ class StoreTrainer:
                 if metrics["updated"]:
                     bar.update(1)
         self.schedule.finish(self.policy.version)
+        broadcast(None)  # data-parallel followers stop
         return history
+
+    def follow(self) -> int:
+        """On a data-parallel rank other than 0: update alongside rank 0, on the groups of episodes it
+        names, until it finishes (see `rl.distributed`); returns the number of updates.
+
+        Call `start()` after rank 0's (it may publish version 0): every rank then holds the same policy,
+        optimizer state and generator seed, so they stay in step without ever sending weights."""
+        assert self.policy is not None and self.optimizer is not None, "call start() first"
+        updates = 0
+        while (named := broadcast()) is not None:
+            groups = []
+            for ids in named:
+                episodes = self.store.refresh().read_episodes(ids)
+                if len(episodes) != len(ids):
+                    raise StoreError(f"rank {data_parallel()[0]} could not read every episode rank 0 trained on")
+                groups.append(Group(episodes[0].meta.context, episodes))
+            batch = build_batch(self.policy, groups)
+            assert batch is not None, "rank 0 named groups without signal"
+            ppo_update(self.policy, self.optimizer, batch, self.ript, self.generator)
+            self.policy.version += 1
+            updates += 1
+        return updates
 
     def _schedule(self, contexts: list[Context]) -> None:
         if contexts:
@@ -218,6 +242,8 @@ class StoreTrainer:
             if len(episodes) == len(g.records):  # a damaged episode drops its group (with a warning)
                 groups.append(Group(g.context, episodes))
         batch = build_batch(self.policy, groups) if groups else None
+        if batch is not None:  # data-parallel ranks update alongside on the same groups (a no-op alone)
+            broadcast([[e.meta.episode_id for e in g.episodes] for g in groups])
         if batch is None:
             self.backend.put_json(f"{REJECTED_PREFIX}/v{version:06d}-{uuid.uuid4().hex[:8]}.json", sorted(judged))
             self.consumed |= judged
