@@ -15,11 +15,11 @@ import torch
 
 from ript_robot.config import PolicyConfig, QuestConfig
 from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_server
-from ript_robot.envs.pick import PickEnv
+from ript_robot.envs.pick import PickEnv, make_contexts
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.policies.quest import QuestPolicy
 from ript_robot.policies.vision import VisionLanguagePolicy
-from ript_robot.types import ActionChunk, Context, Episode, EpisodeMeta, Label
+from ript_robot.types import ActionChunk, Context, Episode, EpisodeMeta, Label, Observation
 
 # The tiny models here are far faster on one thread: intra-op threading only adds overhead.
 torch.set_num_threads(1)
@@ -55,6 +55,12 @@ def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> VisionLa
 
 def make_env(max_steps: int = 40) -> PickEnv:
     return PickEnv(image_size=IMAGE_SIZE, max_steps=max_steps)
+
+
+def observations(n: int = 3) -> list[Observation]:
+    """First observations of n layouts of scene lab_a, at IMAGE_SIZE."""
+    env = make_env()
+    return [env.reset(c) for c in make_contexts("lab_a", range(n))[:n]]
 
 
 def fake_episode(context: Context, reward: float | None, num_chunks: int = 0, chunk_size: int = 4) -> Episode:

@@ -35,6 +35,14 @@ def tokenize(instruction: str) -> list[int]:
     return [zlib.crc32(w.encode()) % (VOCAB_SIZE - 1) + 1 for w in words] or [0]
 
 
+def pad_tokens(tokens: Sequence[list[int]]) -> torch.Tensor:
+    """Token lists -> one (B, L) int64 tensor, padded with 0 (the EmbeddingBag's padding index)."""
+    padded = np.zeros((len(tokens), max(map(len, tokens), default=1)), np.int64)
+    for i, t in enumerate(tokens):
+        padded[i, : len(t)] = t
+    return torch.from_numpy(padded)
+
+
 class SpatialSoftmax(nn.Module):
     """Feature map (B, K, H, W) -> expected (x, y) of each channel's softmax, (B, 2K) in [-1, 1]."""
 
@@ -131,13 +139,10 @@ class VisionLanguagePolicy(Policy):
             if obs.instruction not in self._token_cache:
                 self._token_cache[obs.instruction] = tokenize(obs.instruction)
             tokens.append(self._token_cache[obs.instruction])
-        padded = np.zeros((len(tokens), max(map(len, tokens))), dtype=np.int64)
-        for i, t in enumerate(tokens):
-            padded[i, : len(t)] = t
         return {
             "image": torch.from_numpy(np.stack(images)),
             "state": torch.from_numpy(np.stack(states).astype(np.float32)),
-            "tokens": torch.from_numpy(padded),
+            "tokens": pad_tokens(tokens),
         }
 
     def features(self, batch: Batch) -> torch.Tensor:

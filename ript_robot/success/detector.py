@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ript_robot.config import DetectorConfig
 from ript_robot.data.index import EpisodeRecord
 from ript_robot.data.store import EpisodeStore
-from ript_robot.policies.vision import VOCAB_SIZE, tokenize
+from ript_robot.policies.vision import VOCAB_SIZE, pad_tokens, tokenize
 from ript_robot.types import Episode, EpisodeMeta, Label
 
 WEIGHTS, CONFIG = "model.safetensors", "detector.json"
@@ -73,13 +73,9 @@ class SuccessDetector(nn.Module):
 
     def batch(self, frames: list[np.ndarray], instructions: list[str]) -> dict[str, torch.Tensor]:
         size = self.config.image_size
-        tokens = [tokenize(text) for text in instructions]
-        padded = np.zeros((len(tokens), max(map(len, tokens), default=1)), np.int64)
-        for i, t in enumerate(tokens):
-            padded[i, : len(t)] = t
         return {
             "image": torch.from_numpy(np.stack([resize(f, size) for f in frames])),
-            "tokens": torch.from_numpy(padded),
+            "tokens": pad_tokens([tokenize(text) for text in instructions]),
         }
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -133,9 +133,10 @@ class StoreTrainer:
         assert self.policy is not None and self.optimizer is not None, "call start() first"
         updates = 0
         while (named := broadcast()) is not None:
+            self.store.refresh()
             groups = []
             for ids in named:
-                episodes = self.store.refresh().read_episodes(ids)
+                episodes = self.store.read_episodes(ids)
                 if len(episodes) != len(ids):
                     raise StoreError(f"rank {data_parallel()[0]} could not read every episode rank 0 trained on")
                 groups.append(Group(episodes[0].meta.context, episodes))

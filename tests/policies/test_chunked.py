@@ -5,21 +5,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_SIZE, TINY, make_env, tiny_policy
+from conftest import IMAGE_SIZE, TINY, make_env, observations, tiny_policy
 
 from ript_robot.config import PolicyConfig
 from ript_robot.envs.base import EnvSpec
-from ript_robot.envs.pick import make_contexts
 from ript_robot.policies import CheckpointError, load_policy, make_policy
 from ript_robot.policies.base import CONFIG_FILE, WEIGHTS_FILE
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.policies.vision import tokenize
 from ript_robot.types import Observation
-
-
-def observations(n: int = 3) -> list[Observation]:
-    env = make_env()
-    return [env.reset(c) for c in make_contexts("lab_a", range(n))[:n]]
 
 
 @pytest.mark.parametrize("distribution", ["gaussian", "laplace"])

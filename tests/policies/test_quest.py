@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_env, tiny_policy
+from conftest import make_env, observations, tiny_policy
 
 from ript_robot.config import PolicyConfig, QuestConfig, RIPTConfig, SFTConfig
 from ript_robot.envs.demos import record_demonstrations
@@ -12,16 +12,10 @@ from ript_robot.policies import load_policy
 from ript_robot.policies.quest import FSQ, QuestPolicy
 from ript_robot.rl.ppo import RolloutBatch, ppo_update
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
-from ript_robot.types import Observation
 
 
 def quest_policy(seed: int = 0, **quest) -> QuestPolicy:
     return tiny_policy(seed, family="quest", quest=quest)
-
-
-def observations(n: int = 3) -> list[Observation]:
-    env = make_env()
-    return [env.reset(c) for c in make_contexts("lab_a", range(n))[:n]]
 
 
 @pytest.mark.parametrize("levels", [[8, 6, 5], [2, 3], [7]])
