@@ -104,28 +104,64 @@ class QuestConfig(ConfigModel):
         return self
 
 
-class PolicyConfig(ConfigModel):
-    """A light policy: the keypoint CNN with instruction FiLM, and the head of its family."""
+class OftConfig(ConfigModel):
+    """The OpenVLA-OFT-style family: a transformers VLM with LoRA and a parallel-decoding action head."""
 
-    family: Literal["chunked", "quest"] = Field(
-        "chunked", description="policy family: chunked (Gaussian chunk head), quest (skill tokens)"
+    backbone: str = Field(
+        "", description="the VLM: a hub id or a local folder that transformers' AutoModel loads (LLaVA-style)"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype of the backbone's weights (bfloat16 for a 7B model on a GPU)"
+    )
+    prompt: str = Field(
+        "In: What action should the robot take to {instruction}?\nOut:",
+        description="text the instruction is put in ({instruction}); OpenVLA's prompt by default",
+    )
+    lora_rank: int = Field(16, ge=1, description="rank of the LoRA adapters")
+    lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scaling numerator (the update is scaled by alpha/rank)")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA adapters' input")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="names of the language model's linear layers that get adapters (the vision tower never does)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OftConfig:
+        if "{instruction}" not in self.prompt:
+            raise ValueError(f"oft.prompt must contain '{{instruction}}', got {self.prompt!r}")
+        if not self.lora_targets:
+            raise ValueError("oft.lora_targets must name at least one layer, e.g. ['q_proj', 'v_proj']")
+        return self
+
+
+class PolicyConfig(ConfigModel):
+    """A policy: its family, its action chunk, and the family's own settings."""
+
+    family: Literal["chunked", "quest", "oft"] = Field(
+        "chunked",
+        description="policy family: chunked (Gaussian chunk head), quest (skill tokens), oft (transformers VLM + LoRA)",
     )
     chunk_size: int = Field(8, ge=1, le=128, description="actions predicted per chunk (H)")
-    hidden_dim: int = Field(256, ge=8, description="width of the MLP trunk")
-    channels: int = Field(16, ge=4, description="conv channels of the image encoder")
-    keypoints: int = Field(16, ge=1, description="spatial-softmax keypoints of the image encoder")
-    distribution: Literal["gaussian", "laplace"] = Field("gaussian", description="action distribution")
+    hidden_dim: int = Field(256, ge=8, description="width of the MLP trunk (oft: of the action head)")
+    channels: int = Field(16, ge=4, description="conv channels of the light families' image encoder")
+    keypoints: int = Field(16, ge=1, description="spatial-softmax keypoints of the light families' image encoder")
+    distribution: Literal["gaussian", "laplace"] = Field(
+        "gaussian", description="action distribution of the chunked family (oft: always Laplace)"
+    )
     min_std: float = Field(
         0.25, gt=0.0, description="lower bound of the learned scale (action units); RIPT explores with it"
     )
     max_std: float = Field(1.0, gt=0.0, description="upper bound of the learned scale (action units)")
 
     quest: QuestConfig = Field(default_factory=QuestConfig, description="the quest family's skill tokens and prior")
+    oft: OftConfig = Field(default_factory=OftConfig, description="the oft family's backbone and LoRA adapters")
 
     @model_validator(mode="after")
     def _check_scale(self) -> PolicyConfig:
         if self.min_std >= self.max_std:
             raise ValueError(f"min_std ({self.min_std}) must be below max_std ({self.max_std})")
+        if self.family == "oft" and not self.oft.backbone:
+            raise ValueError("policy.family=oft needs policy.oft.backbone: a transformers VLM's hub id or local folder")
         if self.family == "quest" and self.chunk_size % self.quest.actions_per_token:
             raise ValueError(
                 f"quest.actions_per_token ({self.quest.actions_per_token}) must divide chunk_size ({self.chunk_size})"

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ript_robot.config import PolicyConfig, QuestConfig
+from ript_robot.config import OftConfig, PolicyConfig, QuestConfig
 from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_server
 from ript_robot.envs.pick import PickEnv, make_contexts
+from ript_robot.policies.base import ConfiguredPolicy
 from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.policies.oft import OftPolicy
 from ript_robot.policies.quest import QuestPolicy
-from ript_robot.policies.vision import VisionLanguagePolicy
+from ript_robot.policies.tiny_vlm import save_tiny_vlm
+from ript_robot.rl.ppo import RolloutBatch
 from ript_robot.types import ActionChunk, Context, Episode, EpisodeMeta, Label, Observation
 
 # The tiny models here are far faster on one thread: intra-op threading only adds overhead.
@@ -42,14 +47,25 @@ def _seed_everything() -> None:
     torch.manual_seed(0)
 
 
-def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> VisionLanguagePolicy:
-    """A small policy of `family` for the PickEnv at IMAGE_SIZE, initialized from `seed` (quest: 2 tokens a chunk)."""
+@cache
+def tiny_vlm() -> Path:
+    """A tiny random VLM folder for the oft family, written once per test session (nothing is downloaded)."""
+    return save_tiny_vlm(Path(tempfile.mkdtemp(prefix="tiny_vlm_")) / "vlm")
+
+
+def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> ConfiguredPolicy:
+    """A small policy of `family` for the PickEnv at IMAGE_SIZE, initialized from `seed`.
+
+    quest: 2 actions per token; oft: LoRA rank 4 on the tiny VLM's attention and MLP layers."""
     torch.manual_seed(seed)
     if family == "quest":
         quest = QuestConfig(**{"actions_per_token": 2, **overrides.pop("quest", {})})
         return QuestPolicy(
             PolicyConfig(**{**TINY, **overrides}, family="quest", quest=quest), (IMAGE_SIZE, IMAGE_SIZE), 3, 3
         )
+    if family == "oft":
+        oft = OftConfig(**{"backbone": str(tiny_vlm()), "lora_rank": 4, "lora_alpha": 8, **overrides.pop("oft", {})})
+        return OftPolicy(PolicyConfig(**{**TINY, **overrides}, family="oft", oft=oft), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
     return ChunkedPolicy(PolicyConfig(**{**TINY, **overrides}), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
 
 
@@ -61,6 +77,39 @@ def observations(n: int = 3) -> list[Observation]:
     """First observations of n layouts of scene lab_a, at IMAGE_SIZE."""
     env = make_env()
     return [env.reset(c) for c in make_contexts("lab_a", range(n))[:n]]
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of a module's tensors, to see later which of them changed."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
+    """Names of the module's tensors that differ from the snapshot `before`."""
+    return {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
+
+
+def acted_batch(policy: ConfiguredPolicy, obs: list[Observation], advantages: list[float]) -> RolloutBatch:
+    """A PPO batch of the chunks the policy samples for `obs`, every action executed, with these advantages."""
+    chunks = policy.act(obs)
+    return RolloutBatch(
+        policy.preprocess(obs),
+        torch.from_numpy(np.stack([c.actions for c in chunks])),
+        torch.from_numpy(np.stack([c.step_log_prob for c in chunks])),
+        torch.tensor(advantages),
+        torch.ones(len(obs), policy.chunk_size),
+    )
+
+
+def assert_same_acts(policy: ConfiguredPolicy, other: ConfiguredPolicy, obs: list[Observation], atol: float) -> None:
+    """Both policies sample the same chunks, with the same log-probabilities, from the same seed."""
+    torch.manual_seed(1)
+    first = policy.act(obs)
+    torch.manual_seed(1)
+    second = other.act(obs)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_allclose(a.actions, b.actions, atol=atol, rtol=0)
+        np.testing.assert_allclose(a.step_log_prob, b.step_log_prob, atol=atol, rtol=0)
 
 
 def fake_episode(context: Context, reward: float | None, num_chunks: int = 0, chunk_size: int = 4) -> Episode:

@@ -49,7 +49,7 @@ def published_versions(backend: Backend) -> list[int]:
 
 def publish_policy(backend: Backend, policy: Policy, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the policy's weights and manifest, then point `latest` at its version."""
-    state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in policy.checkpoint_state().items()}
     data = save_safetensors(state, metadata={"family": policy.family, "version": str(policy.version)})
     manifest = {
         "version": policy.version,

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from ript_robot.config import PolicyConfig
 from ript_robot.envs.base import EnvSpec
-from ript_robot.policies.base import CheckpointError, Policy, read_policy_meta
+from ript_robot.policies.base import CheckpointError, ConfiguredPolicy, Policy, read_policy_meta
 from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.policies.oft import OftPolicy
 from ript_robot.policies.quest import QuestPolicy
-from ript_robot.policies.vision import VisionLanguagePolicy
 
-FAMILIES: dict[str, type[VisionLanguagePolicy]] = {"chunked": ChunkedPolicy, "quest": QuestPolicy}
+FAMILIES: dict[str, type[ConfiguredPolicy]] = {"chunked": ChunkedPolicy, "quest": QuestPolicy, "oft": OftPolicy}
 
 
 def make_policy(config: PolicyConfig, spec: EnvSpec) -> Policy:

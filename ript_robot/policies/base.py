@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ript_robot.config import PolicyConfig
 from ript_robot.types import ActionChunk, Observation
 
 Batch = dict[str, torch.Tensor]
@@ -87,11 +89,15 @@ class Policy(nn.Module, ABC):
             for i in range(len(observations))
         ]
 
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint holds: all of them, unless a family rebuilds some from its config."""
+        return self.state_dict()
+
     def save(self, directory: str | Path) -> Path:
         """Write `model.safetensors` and `policy.json` (family, version, config) to `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.checkpoint_state().items()}
         save_file(state, str(directory / WEIGHTS_FILE), metadata={"family": self.family, "version": str(self.version)})
         meta = {"family": self.family, "version": self.version, "config": self.config_dict()}
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
@@ -109,20 +115,95 @@ class Policy(nn.Module, ABC):
         self.load_tensors(state, str(path))
 
     def load_tensors(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """Load a state dict; a clear error naming `source` when it does not fit this policy."""
-        missing, unexpected = set(self.state_dict()) - set(state), set(state) - set(self.state_dict())
+        """Load a checkpoint's tensors (`checkpoint_state`); a clear error naming `source` when they do not fit."""
+        expected = self.checkpoint_state()
+        missing, unexpected = set(expected) - set(state), set(state) - set(expected)
         if missing or unexpected:
             raise CheckpointError(
                 f"{source} does not fit a {self.family} policy with this config: "
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
-        for key, tensor in self.state_dict().items():
+        for key, tensor in expected.items():
             if state[key].shape != tensor.shape:
                 raise CheckpointError(
                     f"{source}: '{key}' has shape {tuple(state[key].shape)}, the policy expects {tuple(tensor.shape)}; "
                     "was it saved with another config?"
                 )
-        self.load_state_dict(state)
+        self.load_state_dict(state, strict=False)  # exactly the checkpoint's keys, checked above
+
+
+class ConfiguredPolicy(Policy):
+    """A family built from a `PolicyConfig` for given cameras, state and action sizes (every family here)."""
+
+    def __init__(
+        self,
+        config: PolicyConfig,
+        image_shape: tuple[int, int],
+        state_dim: int,
+        action_dim: int,
+        cameras: Sequence[str] = (),
+    ):
+        """image_shape: (height, width) of every RGB camera; state_dim, action_dim >= 1;
+        cameras: the camera names, in the order the policy reads them (empty: one camera,
+        whatever its name)."""
+        super().__init__()
+        if state_dim < 1 or action_dim < 1:
+            raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
+        self.config = config
+        self.image_shape = tuple(image_shape)
+        self.cameras = tuple(cameras)
+        self.state_dim = state_dim
+        self.action_dim = action_dim
+        self.build()
+
+    @abstractmethod
+    def build(self) -> None:
+        """Create the family's modules (sized by self.config, the image shape, state and action dims)."""
+
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.config.model_dump(mode="json"),
+            "image_shape": list(self.image_shape),
+            "state_dim": self.state_dim,
+            "action_dim": self.action_dim,
+            "cameras": list(self.cameras),
+        }
+
+    @classmethod
+    def from_config_dict(cls, config: dict[str, Any]) -> ConfiguredPolicy:
+        return cls(
+            PolicyConfig.model_validate(config["policy"]),
+            tuple(config["image_shape"]),
+            config["state_dim"],
+            config["action_dim"],
+            config.get("cameras", ()),  # checkpoints from before multi-camera support: one camera
+        )
+
+    def stack_observations(self, observations: Sequence[Observation]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, N cameras, H, W, 3) uint8 and states (B, state_dim) float32, checked against the policy."""
+        name = type(self).__name__
+        images, states = [], []
+        for obs in observations:
+            if self.cameras and set(obs.images) != set(self.cameras):
+                raise ValueError(f"{name} takes the cameras {list(self.cameras)}, got {sorted(obs.images)}")
+            if not self.cameras and len(obs.images) != 1:
+                raise ValueError(f"{name} takes one camera, got {sorted(obs.images)}")
+            views = [obs.images[c] for c in self.cameras] if self.cameras else list(obs.images.values())
+            for image in views:
+                if image.dtype != np.uint8 or image.shape != (*self.image_shape, 3):
+                    raise ValueError(
+                        f"image must be uint8 {(*self.image_shape, 3)} RGB, got {image.dtype} {image.shape}; "
+                        "convert the camera's encoding to rgb8 and resize before the policy"
+                    )
+            if obs.state.shape != (self.state_dim,):
+                raise ValueError(f"state must have shape ({self.state_dim},), got {obs.state.shape}")
+            images.append(np.stack(views))
+            states.append(obs.state)
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(states).astype(np.float32))
 
 
 def read_policy_meta(directory: str | Path) -> dict[str, Any]:

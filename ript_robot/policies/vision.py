@@ -13,15 +13,13 @@ from __future__ import annotations
 import zlib
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ript_robot.config import PolicyConfig
-from ript_robot.policies.base import Batch, Policy
+from ript_robot.policies.base import Batch, ConfiguredPolicy
 from ript_robot.types import Observation
 
 VOCAB_SIZE = 1024
@@ -56,28 +54,12 @@ class SpatialSoftmax(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
-class VisionLanguagePolicy(Policy):
+class VisionLanguagePolicy(ConfiguredPolicy):
     """A policy whose observation encoder is the keypoint CNN with instruction FiLM (see the module doc)."""
 
-    def __init__(
-        self,
-        config: PolicyConfig,
-        image_shape: tuple[int, int],
-        state_dim: int,
-        action_dim: int,
-        cameras: Sequence[str] = (),
-    ):
-        """image_shape: (height, width) of every RGB camera; state_dim, action_dim >= 1;
-        cameras: the camera names, in the order their keypoints are concatenated (empty: one
-        camera, whatever its name)."""
-        super().__init__()
-        if state_dim < 1 or action_dim < 1:
-            raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
-        self.config = config
-        self.image_shape = tuple(image_shape)
-        self.cameras = tuple(cameras)
-        self.state_dim = state_dim
-        self.action_dim = action_dim
+    def build(self) -> None:
+        """The shared encoder (cameras' keypoints concatenated in the order of `cameras`), then the family's head."""
+        config = self.config
         c = config.channels
         self.words = nn.EmbeddingBag(VOCAB_SIZE, WORD_DIM, mode="mean", padding_idx=0)
         self.conv1 = nn.Conv2d(3, c, 8, stride=4, padding=2)
@@ -85,7 +67,7 @@ class VisionLanguagePolicy(Policy):
         self.film = nn.Linear(WORD_DIM, 2 * c)
         self.conv3 = nn.Conv2d(c, config.keypoints, 3, padding=1)
         self.keypoints = SpatialSoftmax()
-        self.feature_dim = 2 * config.keypoints * max(1, len(self.cameras)) + state_dim + WORD_DIM
+        self.feature_dim = 2 * config.keypoints * max(1, len(self.cameras)) + self.state_dim + WORD_DIM
         self._token_cache: dict[str, list[int]] = {}
         self.build_head()
 
@@ -93,57 +75,14 @@ class VisionLanguagePolicy(Policy):
     def build_head(self) -> None:
         """Create the family's modules on top of `features()` (sized by self.config and self.feature_dim)."""
 
-    @property
-    def chunk_size(self) -> int:
-        return self.config.chunk_size
-
-    def config_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.config.model_dump(mode="json"),
-            "image_shape": list(self.image_shape),
-            "state_dim": self.state_dim,
-            "action_dim": self.action_dim,
-            "cameras": list(self.cameras),
-        }
-
-    @classmethod
-    def from_config_dict(cls, config: dict[str, Any]) -> VisionLanguagePolicy:
-        return cls(
-            PolicyConfig.model_validate(config["policy"]),
-            tuple(config["image_shape"]),
-            config["state_dim"],
-            config["action_dim"],
-            config.get("cameras", ()),  # checkpoints from before multi-camera support: one camera
-        )
-
     def preprocess(self, observations: Sequence[Observation]) -> Batch:
-        name = type(self).__name__
-        images, states, tokens = [], [], []
+        images, states = self.stack_observations(observations)
+        tokens = []
         for obs in observations:
-            if self.cameras and set(obs.images) != set(self.cameras):
-                raise ValueError(f"{name} takes the cameras {list(self.cameras)}, got {sorted(obs.images)}")
-            if not self.cameras and len(obs.images) != 1:
-                raise ValueError(f"{name} takes one camera, got {sorted(obs.images)}")
-            views = [obs.images[c] for c in self.cameras] if self.cameras else list(obs.images.values())
-            for image in views:
-                if image.dtype != np.uint8 or image.shape != (*self.image_shape, 3):
-                    raise ValueError(
-                        f"image must be uint8 {(*self.image_shape, 3)} RGB, got {image.dtype} {image.shape}; "
-                        "convert the camera's encoding to rgb8 and resize before the policy"
-                    )
-            image = np.stack(views)  # (N, H, W, 3)
-            if obs.state.shape != (self.state_dim,):
-                raise ValueError(f"state must have shape ({self.state_dim},), got {obs.state.shape}")
-            images.append(image)
-            states.append(obs.state)
             if obs.instruction not in self._token_cache:
                 self._token_cache[obs.instruction] = tokenize(obs.instruction)
             tokens.append(self._token_cache[obs.instruction])
-        return {
-            "image": torch.from_numpy(np.stack(images)),
-            "state": torch.from_numpy(np.stack(states).astype(np.float32)),
-            "tokens": pad_tokens(tokens),
-        }
+        return {"image": images, "state": states, "tokens": pad_tokens(tokens)}
 
     def features(self, batch: Batch) -> torch.Tensor:
         """The observation as one vector (B, feature_dim): keypoints of every camera, state, instruction."""

@@ -3,14 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_env, observations, tiny_policy
+from conftest import acted_batch, assert_same_acts, changed, make_env, observations, snapshot, tiny_policy
 
 from ript_robot.config import PolicyConfig, QuestConfig, RIPTConfig, SFTConfig
 from ript_robot.envs.demos import record_demonstrations
 from ript_robot.envs.pick import expert_action, make_contexts
 from ript_robot.policies import load_policy
 from ript_robot.policies.quest import FSQ, QuestPolicy
-from ript_robot.rl.ppo import RolloutBatch, ppo_update
+from ript_robot.rl.ppo import ppo_update
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
 
 
@@ -86,14 +86,6 @@ def demo_dataset(policy: QuestPolicy):
     return chunk_dataset(policy, demos)
 
 
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
-    return {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
-
-
 def test_staged_sft_trains_the_autoencoder_then_the_prior_and_ript_only_the_prior():
     policy = quest_policy()
     data = demo_dataset(policy)
@@ -109,15 +101,7 @@ def test_staged_sft_trains_the_autoencoder_then_the_prior_and_ript_only_the_prio
     assert error < 0.2
 
     # a PPO update leaves the autoencoder exactly as SFT left it
-    obs = observations(4)
-    chunks = policy.act(obs)
-    batch = RolloutBatch(
-        policy.preprocess(obs),
-        torch.from_numpy(np.stack([c.actions for c in chunks])),
-        torch.from_numpy(np.stack([c.step_log_prob for c in chunks])),
-        torch.tensor([1.0, -1.0, 1.0, -1.0]),
-        torch.ones(4, 4),
-    )
+    batch = acted_batch(policy, observations(4), [1.0, -1.0, 1.0, -1.0])
     after_sft = snapshot(policy)
     optimizer = torch.optim.Adam(policy.rl_parameters(), lr=1e-3)
     stats = ppo_update(policy, optimizer, batch, RIPTConfig(ppo_epochs=2, minibatch_size=4))
@@ -132,14 +116,7 @@ def test_save_and_load_keep_family_config_and_samples(tmp_path):
     policy.save(tmp_path)
     loaded = load_policy(tmp_path)
     assert isinstance(loaded, QuestPolicy) and loaded.version == 5 and loaded.config.quest.top_k == 4
-    obs = observations(2)
-    torch.manual_seed(1)
-    first = policy.act(obs)
-    torch.manual_seed(1)
-    second = loaded.act(obs)
-    for a, b in zip(first, second, strict=True):
-        np.testing.assert_array_equal(a.actions, b.actions)
-        np.testing.assert_allclose(a.step_log_prob, b.step_log_prob, atol=1e-6)
+    assert_same_acts(policy, loaded, observations(2), atol=1e-6)
 
 
 def test_a_config_whose_tokens_do_not_divide_the_chunk_is_refused():

@@ -112,7 +112,7 @@ def run_until_committed(nodes: list[tuple[str, list[str]]], store: EpisodeStore,
     return records
 
 
-@pytest.mark.parametrize("family", ["chunked", "quest"])
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft"])
 def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sims_label(
     tmp_path: Path, family: str
 ) -> None:
@@ -133,15 +133,16 @@ def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sim
         assert meta.label is not None and meta.label.source == "sim"
         assert meta.robot_id == "arm-0" and meta.policy_version == 0 and meta.num_steps > 0
         # replaying the stored commands in the simulator gives the label the bridge reported; the outcome
-        # message may reach the policy node a frame or, on a loaded machine, a few after the final command,
-        # so those steps are logged too (the bridge applies nothing after it reported)
+        # message may reach the policy node a frame or, on a loaded machine, several after the final command,
+        # so those steps are logged too (the bridge applies nothing after it reported), and it ends the episode
         episode = store.read_episode(meta.episode_id)
         env = make_env(max_steps=40)
         env.reset(meta.context)
         results = [env.step(step.action) for step in episode.steps]
         done_at = next(i for i, r in enumerate(results, start=1) if r.done)
         assert bool(results[done_at - 1].success) == meta.label.success, meta.end_reason
-        assert 0 <= len(episode.steps) - done_at <= 3
+        assert len(episode.steps) >= done_at
+        assert meta.end_reason == ("success" if meta.label.success else "failure") + " reported"
         with torch.no_grad():
             rescored = policy.log_prob(
                 policy.preprocess(episode.chunk_observations),
