@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ript_robot.calibration.cli import add_calibrate_commands, run_calibrate
 from ript_robot.config import ConfigError, QuickstartConfig, dump_config, load_config
 from ript_robot.data.backend import StoreError
 from ript_robot.policies import CheckpointError
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--out", type=Path, required=True, help="folder to save the trained detector in")
     de.add_argument("--quiet", action="store_true", help="no progress bars")
     add("config", "print the resolved configuration as YAML")
+    add_calibrate_commands(sub)
     return parser
 
 
@@ -289,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             _label_app(cfg, args)
         elif args.command == "detector":
             _detector(cfg, args)
+        elif args.command == "calibrate":
+            return run_calibrate(args)
     except (ConfigError, CheckpointError, StoreError) as exc:
         print(f"ript {args.command}: {exc}", file=sys.stderr)
         return 2
