@@ -110,8 +110,11 @@ class OftConfig(ConfigModel):
     backbone: str = Field(
         "", description="the VLM: a hub id or a local folder that transformers' AutoModel loads (LLaVA-style)"
     )
+    revision: str = Field(
+        "", description="the backbone's hub revision; a commit hash pins the weights the adapters belong to"
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="dtype of the backbone's weights (bfloat16 for a 7B model on a GPU)"
+        "float32", description="dtype of the backbone's frozen weights (bfloat16 for 7B on a GPU); adapters: float32"
     )
     prompt: str = Field(
         "In: What action should the robot take to {instruction}?\nOut:",
@@ -119,7 +122,6 @@ class OftConfig(ConfigModel):
     )
     lora_rank: int = Field(16, ge=1, description="rank of the LoRA adapters")
     lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scaling numerator (the update is scaled by alpha/rank)")
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA adapters' input")
     lora_targets: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="names of the language model's linear layers that get adapters (the vision tower never does)",

@@ -67,8 +67,12 @@ def publish_policy(backend: Backend, policy: Policy, extra: dict[str, Any] | Non
     return manifest
 
 
-def load_published(backend: Backend, version: int | None = None) -> Policy:
-    """Load a published policy (the latest by default) after checking its sha256."""
+def load_published(backend: Backend, version: int | None = None, reuse: Policy | None = None) -> Policy:
+    """Load a published policy (the latest by default) after checking its sha256.
+
+    reuse: a policy of the same family and config is given the new weights in place instead of
+    being rebuilt (an oft policy would otherwise load its whole backbone again for every version).
+    """
     if version is None:
         version = latest_version(backend)
         if version is None:
@@ -84,8 +88,10 @@ def load_published(backend: Backend, version: int | None = None) -> Policy:
             f"{source} has sha256 {digest[:12]}..., its manifest says {manifest['sha256'][:12]}...: "
             "the weights are damaged or were replaced; not loading them"
         )
-    policy = build_policy(manifest, source)
+    same = reuse is not None and reuse.family == manifest["family"] and reuse.config_dict() == manifest["config"]
+    policy = reuse if same else build_policy(manifest, source)
     policy.load_tensors(load_safetensors(data), source)
+    policy.version = int(manifest["version"])
     return policy
 
 
@@ -101,11 +107,12 @@ class PolicyFollower:
         return None if self.policy is None else self.policy.version
 
     def update(self) -> bool:
-        """Load the latest published policy if it is newer; call it only between episodes."""
+        """Load the latest published policy if it is newer; call it only between episodes (the weights of a
+        policy of the same config are replaced in place)."""
         latest = latest_version(self.backend)
         if latest is None or latest == self.version:
             return False
-        self.policy = load_published(self.backend, latest)
+        self.policy = load_published(self.backend, latest, reuse=self.policy)
         return True
 
 

@@ -13,8 +13,9 @@ post-trains it with a scale head added so every action has a log-probability. He
   actions' means. The decoder keeps its causal mask: the placeholders carry no information of
   their own, so each already sees the whole observation, as OFT's bidirectional ones do;
 - SFT trains the mean with L1 (OFT's objective) and the scale head with the Laplace
-  likelihood of the demonstrations around the detached mean, so the scale never changes the
-  mean's objective; RIPT's log-probability is that Laplace density per action dimension;
+  likelihood of the demonstrations around the detached mean, on detached hidden states, so
+  the scale never changes the trunk's objective; RIPT's log-probability is that Laplace
+  density per action dimension, and its update trains trunk, mean and scale together;
 - LoRA adapters (peft) go on the language model's linear layers named in
   `policy.oft.lora_targets`; the vision tower and every base weight stay frozen, so
   `rl_parameters` are the adapters, the heads, the proprioception projector and the
@@ -91,8 +92,10 @@ class OftPolicy(ConfiguredPolicy):
         oft = config.oft
         transformers = transformers_module()
         try:
-            self.backbone = transformers.AutoModel.from_pretrained(oft.backbone, dtype=getattr(torch, oft.dtype))
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(oft.backbone)
+            revision = {"revision": oft.revision} if oft.revision else {}
+            dtype = getattr(torch, oft.dtype)
+            self.backbone = transformers.AutoModel.from_pretrained(oft.backbone, dtype=dtype, **revision)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(oft.backbone, **revision)
         except (OSError, ValueError) as exc:
             raise CheckpointError(
                 f"cannot load the oft backbone {oft.backbone!r} (policy.oft.backbone: a hub id or a local folder "
@@ -121,6 +124,8 @@ class OftPolicy(ConfiguredPolicy):
         )
         self.scale_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.action_dim))
         self._token_cache: dict[str, list[int]] = {}
+        bos = self.tokenizer.bos_token_id
+        self._leading_bos = int(bos is not None and self.tokenizer("x")["input_ids"][:1] == [bos])
 
     def _add_adapters(self) -> None:
         """LoRA (peft) on the language model's target layers; every base weight frozen."""
@@ -139,10 +144,12 @@ class OftPolicy(ConfiguredPolicy):
                 f"of {oft.backbone!r}; its linear layers end in {sorted({n.rsplit('.', 1)[-1] for n in linear})}"
             )
         self.backbone.requires_grad_(False)
-        lora = LoraConfig(
-            r=oft.lora_rank, lora_alpha=oft.lora_alpha, lora_dropout=oft.lora_dropout, target_modules=targets
-        )
+        # no dropout: RIPT's PPO ratio needs the update to score chunks exactly as act() did
+        lora = LoraConfig(r=oft.lora_rank, lora_alpha=oft.lora_alpha, lora_dropout=0.0, target_modules=targets)
         inject_adapter_in_model(lora, self.backbone)  # adapters are created trainable, the rest stays frozen
+        for parameter in self.backbone.parameters():
+            if parameter.requires_grad:  # adapters train in float32 beside a bfloat16 backbone (peft casts)
+                parameter.data = parameter.data.float()
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What training changes: adapters, heads, projector, placeholders (the backbone is named in the config)."""
@@ -185,32 +192,50 @@ class OftPolicy(ConfiguredPolicy):
             features = torch.stack(list(features))
         return features.reshape(b, -1, features.shape[-1])
 
-    def heads(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One parallel-decoding pass: the chunk's action means and Laplace scales, each (B, H, A)."""
-        dtype = self.backbone.dtype
+    def sequence(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's input embeddings and attention mask: [BOS] patches prompt proprio placeholders.
+
+        A tokenizer that starts the prompt with BOS keeps it first, before the patches, where a
+        LLaVA or OpenVLA backbone saw it in pretraining."""
+        device, dtype = self.placeholders.device, self.backbone.dtype
+        batch = {k: v.to(device) for k, v in batch.items()}
         patches = self._image_tokens(batch["image"])
         words = self.backbone.get_input_embeddings()(batch["tokens"])
-        b = words.shape[0]
+        b, lead = words.shape[0], self._leading_bos
         proprio = self.proprio(batch["state"]).to(dtype)[:, None]
         placeholders = self.placeholders.to(dtype).expand(b, -1, -1)
-        embeds = torch.cat([patches, words, proprio, placeholders], dim=1)
-        ones = batch["token_mask"].new_ones
-        mask = torch.cat([ones(b, patches.shape[1]), batch["token_mask"], ones(b, 1 + self.chunk_size)], dim=1)
+        embeds = torch.cat([words[:, :lead], patches, words[:, lead:], proprio, placeholders], dim=1)
+        text, ones = batch["token_mask"], batch["token_mask"].new_ones
+        mask = torch.cat([text[:, :lead], ones(b, patches.shape[1]), text[:, lead:], ones(b, 1 + self.chunk_size)], 1)
+        return embeds, mask
+
+    def hidden(self, batch: Batch) -> torch.Tensor:
+        """One parallel-decoding pass: the placeholders' last hidden states (B, H, width), float32."""
+        embeds, mask = self.sequence(batch)
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # the prompt's padding does not shift later positions
-        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
-        actions = hidden[:, -self.chunk_size :].float()
+        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+        return out.last_hidden_state[:, -self.chunk_size :].float()
+
+    def scale(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Laplace scales (B, H, A) in [min_std, max_std]."""
         lo, hi = self.config.min_std, self.config.max_std
-        scale = lo + (hi - lo) * torch.sigmoid(self.scale_head(actions))
-        return self.action_head(actions), scale
+        return lo + (hi - lo) * torch.sigmoid(self.scale_head(hidden))
+
+    def heads(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chunk's action means and Laplace scales, each (B, H, A)."""
+        hidden = self.hidden(batch)
+        return self.action_head(hidden), self.scale(hidden)
 
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
         mean, scale = self.heads(batch)
         return Laplace(mean, scale).log_prob(actions).sum(dim=-1)
 
     def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:
-        mean, scale = self.heads(batch)
+        hidden = self.hidden(batch)
+        mean = self.action_head(hidden)
         l1 = (mean - actions).abs().mean()
-        scale_nll = -Laplace(mean.detach(), scale).log_prob(actions).mean()
+        # the scale head learns from what the L1-trained trunk gives it; it never changes the trunk or the mean
+        scale_nll = -Laplace(mean.detach(), self.scale(hidden.detach())).log_prob(actions).mean()
         return l1 + scale_nll
 
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ def save_tiny_vlm(
     """
     if image_size % patch_size or width % 8:
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size}), width of 8")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     transformers = transformers_module()
     folder = Path(folder)
@@ -53,6 +53,10 @@ def save_tiny_vlm(
         vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tokenizer.train_from_iterator([OftConfig().prompt, *texts], trainer)
+    # like Llama's tokenizer, every text starts with BOS
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+    )
     fast = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
     )

@@ -62,7 +62,12 @@ def test_the_follower_swaps_weights_only_when_asked(tmp_path: Path) -> None:
     publish_policy(backend, newer)
     assert follower.policy is running and follower.version == 0  # mid-episode: nothing changes
     assert follower.update() and follower.version == 1 and same_weights(follower.policy, newer)
+    assert follower.policy is running  # same config: new weights in place, nothing rebuilt
     assert not follower.update()
+    other = tiny_policy(seed=3, hidden_dim=16)  # another architecture: built anew
+    other.version = 2
+    publish_policy(backend, other)
+    assert follower.update() and follower.policy is not running and same_weights(follower.policy, other)
 
 
 def test_optimizer_state_survives_a_restart(tmp_path: Path) -> None:

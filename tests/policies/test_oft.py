@@ -112,3 +112,30 @@ def test_bad_backbones_and_configs_get_errors_that_say_what_to_do(tmp_path):
     policy.save(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="was it saved with another config"):
         oft_policy(lora_rank=8).load_weights(tmp_path / "ck")
+
+
+def test_bos_comes_first_then_the_patches_then_the_prompt():
+    policy = oft_policy()
+    assert policy._leading_bos == 1  # the tiny tokenizer starts every text with BOS, as Llama's does
+    obs = observations(2)
+    batch = policy.preprocess(obs)
+    embeds, mask = policy.sequence(batch)
+    table = policy.backbone.get_input_embeddings().weight
+    patches = policy.vision_size**2 // 64  # 8x8-pixel patches, CLS dropped
+    torch.testing.assert_close(embeds[:, 0], table[policy.tokenizer.bos_token_id].expand(2, -1))
+    torch.testing.assert_close(embeds[:, 1 + patches], table[batch["tokens"][:, 1]])
+    assert embeds.shape[1] == batch["tokens"].shape[1] + patches + 1 + policy.chunk_size
+    assert mask.shape == embeds.shape[:2] and mask[:, : 1 + patches].all()
+
+
+def test_a_bfloat16_backbone_trains_float32_adapters_and_scores_what_it_samples():
+    policy = oft_policy(dtype="bfloat16")
+    trainable = dict(policy.named_parameters())
+    assert all(p.dtype == torch.float32 for p in policy.rl_parameters())
+    assert trainable["backbone.language_model.layers.0.mlp.up_proj.base_layer.weight"].dtype == torch.bfloat16
+    obs = observations(3)
+    batch = acted_batch(policy, obs, [1.0, -1.0, 1.0])
+    with torch.no_grad():
+        rescored = policy.log_prob(batch.inputs, batch.actions)
+    assert torch.isfinite(rescored).all()
+    torch.testing.assert_close(rescored, batch.old_log_prob, atol=1e-4, rtol=0)
