@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_ROOT = Path("calibration")
+# largest AX = XB residual RMS of a hand-eye result that is written; 0.3 px of corner noise gives about 0.25 deg, 2 mm
+MAX_RESIDUAL_DEG = 1.0
+MAX_RESIDUAL_MM = 10.0
 
 
 def _add_board_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,11 +69,31 @@ def add_calibrate_commands(subparsers: Any) -> None:
         metavar="FILE",
         help="recorded gripper poses in the base frame (YAML or CSV)",
     )
-    he.add_argument("--images", nargs="+", required=True, help="one image per pose, in pose order (files or a folder)")
+    he.add_argument(
+        "--images",
+        nargs="+",
+        required=True,
+        help="one image per pose, in pose order: files, or a folder (its images in natural name order, station_2 "
+        "before station_10; a shell glob sorts station_10 first)",
+    )
     he.add_argument("--intrinsics", type=Path, required=True, metavar="FILE", help="the camera's intrinsics YAML")
     he.add_argument("--parent-frame", help="tool frame (eye-in-hand, default tool0) or base frame (default base_link)")
     he.add_argument("--camera-frame", help="the camera's optical frame (default <camera>_optical_frame)")
     he.add_argument("--name", help="result name (default: the camera's name)")
+    he.add_argument(
+        "--max-residual-deg",
+        type=float,
+        default=MAX_RESIDUAL_DEG,
+        metavar="DEG",
+        help=f"refuse a result whose AX=XB rotation residual RMS is above this (default {MAX_RESIDUAL_DEG:g} deg)",
+    )
+    he.add_argument(
+        "--max-residual-mm",
+        type=float,
+        default=MAX_RESIDUAL_MM,
+        metavar="MM",
+        help=f"refuse a result whose AX=XB translation residual RMS is above this (default {MAX_RESIDUAL_MM:g} mm)",
+    )
     _add_board_arguments(he)
 
     ws = add("workspace", "the box (and keep-out boxes) the safety filter keeps the end effector in")
@@ -104,6 +127,9 @@ def add_calibrate_commands(subparsers: Any) -> None:
     )
     ws.add_argument(
         "--action-position", type=int, nargs="+", metavar="I", help="indices of the position deltas in the action"
+    )
+    ws.add_argument(
+        "--action-dim", type=int, metavar="N", help="length of the robot's action: refuse action indices beyond it"
     )
     ws.add_argument("--metres-per-action", type=float, help="end-effector displacement per unit action per step")
     ws.add_argument("--max-step-m", type=float, help="largest end-effector move per step, metres")
@@ -151,16 +177,18 @@ def _intrinsics(args: argparse.Namespace) -> None:
     )
     path = write_versioned(cam, args.out_dir, "intrinsics", args.camera, header)
     report = intrinsics_report(fit, images, path.with_suffix(".png"))
-    k = cam.matrix()
+    k, std = cam.matrix(), fit.std_px
     print(f"wrote {path} and {report}")
     print(
         f"RMS reprojection {cam.rms_reprojection_px:.3f} px over {cam.views} views ({len(fit.skipped)} skipped); "
-        f"fx {k[0, 0]:.1f} fy {k[1, 1]:.1f} cx {k[0, 2]:.1f} cy {k[1, 2]:.1f}; board planes spread "
+        f"fx {k[0, 0]:.1f}+-{std[0]:.1f} fy {k[1, 1]:.1f}+-{std[1]:.1f} cx {k[0, 2]:.1f}+-{std[2]:.1f} "
+        f"cy {k[1, 2]:.1f}+-{std[3]:.1f} px (+-: one standard deviation); board planes spread "
         f"{fit.tilt_spread_deg:.0f} deg"
     )
 
 
 def _realsense(args: argparse.Namespace) -> None:
+    from ript_robot.calibration.models import CalibrationError
     from ript_robot.calibration.realsense import read_intrinsics
     from ript_robot.calibration.results import write_versioned
 
@@ -168,11 +196,15 @@ def _realsense(args: argparse.Namespace) -> None:
     header = f"written by `ript calibrate realsense` from device {cam.serial} ({args.stream} stream, factory values)"
     path = write_versioned(cam, args.out_dir, "intrinsics", args.camera, header)
     print(f"wrote {path}: {cam.image_size[0]}x{cam.image_size[1]}, K {cam.camera_matrix}, {cam.distortion_model}")
+    try:
+        cam.distortion()
+    except CalibrationError as exc:
+        print(f"note: `ript calibrate handeye` will refuse this file: {exc}", file=sys.stderr)
 
 
 def _handeye(args: argparse.Namespace) -> None:
     from ript_robot.calibration.detection import load_images
-    from ript_robot.calibration.handeye import calibrate_hand_eye
+    from ript_robot.calibration.handeye import calibrate_hand_eye, check_residuals
     from ript_robot.calibration.models import CameraIntrinsics, load_recorded_poses
     from ript_robot.calibration.report import hand_eye_report
     from ript_robot.calibration.results import write_versioned
@@ -194,6 +226,7 @@ def _handeye(args: argparse.Namespace) -> None:
         camera_frame,
         args.skip_undetected,
     )
+    check_residuals(solution, args.max_residual_deg, args.max_residual_mm)  # before anything is written
     header = f"written by `ript calibrate handeye`: T_{parent}_{camera_frame} ({args.setup}), from {result.poses} poses"
     path = write_versioned(result, args.out_dir, "handeye", args.name or intrinsics.camera, header)
     report = hand_eye_report(result, solution, path.with_suffix(".png"))
@@ -225,7 +258,7 @@ def _workspace(args: argparse.Namespace) -> None:
     from ript_robot.calibration.workspace import (
         box_from_corners,
         box_from_points,
-        check_with_safety_filter,
+        check_workspace,
         make_workspace,
         positions,
     )
@@ -255,10 +288,10 @@ def _workspace(args: argparse.Namespace) -> None:
         "max_command_change": args.max_command_change,
     }
     workspace = make_workspace(box, keep_out, settings, previous)
+    check_workspace(workspace, args.action_dim)  # before anything is written
     how = "entered by hand" if by_hand else f"recorded in {args.corners} with a {args.margin} m margin"
     header = f"written by `ript calibrate workspace`: box {how}; the safety filter reads it (runtime.safety.workspace)"
     path = write_versioned(workspace, args.out_dir, "workspace", args.name, header)
-    check_with_safety_filter(current)
     report = workspace_report(workspace, np.concatenate(recorded) if recorded else None, path.with_suffix(".png"))
     print(f"wrote {path} and {report}; {current} is the current version, accepted by the safety filter")
     print(f"box {workspace.box.low} .. {workspace.box.high} in {workspace.frame}, {len(keep_out)} keep-out boxes")
@@ -285,6 +318,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise
         print(
             f"ript calibrate {args.calibration}: needs OpenCV and scipy: pip install opencv-python scipy",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:
+        cv2 = sys.modules.get("cv2")  # an OpenCV error can only come once OpenCV is imported
+        if cv2 is None or not isinstance(exc, cv2.error):
+            raise
+        message = " ".join(str(exc).split())  # OpenCV's message: version, source line, the failed check
+        print(
+            f"ript calibrate {args.calibration}: OpenCV failed on this input ({message}); check the images, the "
+            "board flags and the intrinsics file",
             file=sys.stderr,
         )
         return 2

@@ -9,6 +9,7 @@ needs the same board frame in every view.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +32,25 @@ class BoardDetection:
     object_points: np.ndarray  # N x 3 float32, metres, z = 0
 
 
+def natural_key(name: str) -> tuple[list[str | int], str]:
+    """Sort key that orders the numbers in names by value: station_2 before station_10 (the name breaks ties)."""
+    parts = re.split(r"(\d+)", name)
+    return [int(part) if index % 2 else part for index, part in enumerate(parts)], name
+
+
 def load_images(paths: Sequence[str | Path]) -> list[tuple[str, np.ndarray]]:
-    """Read images (a folder stands for its image files, sorted by name) as (name, BGR array) in order."""
+    """Read images as (name, BGR array) in the order given; a folder stands for its image files in natural order.
+
+    Natural order compares the numbers in names by value (station_2, station_10), so unpadded station
+    numbers keep the order they were recorded in.
+    """
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():
             raise CalibrationError(f"{path}: no such image file or folder")
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+            files += sorted(found, key=lambda p: natural_key(p.name))
         else:
             files.append(path)
     if not files:

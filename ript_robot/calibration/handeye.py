@@ -6,23 +6,28 @@ motion, B the camera's and X the unknown camera transform. Eye-to-hand is the sa
 with the arm poses inverted (base in gripper), as the OpenCV documentation describes.
 
 The method is Park and Martin (1994): the rotation is the least-squares fit of the motions'
-rotation axes on SO(3) (a closed form that is always a proper rotation), the translation a
-linear least-squares fit over all pairs. It uses every pair rather than consecutive ones,
-weighs all motions alike, and in OpenCV's own comparisons it is among the most accurate
-under noise, where Tsai is more sensitive to small rotations and Andreff's linear form can
-leave a non-orthogonal rotation. OpenCV runs it (`cv2.calibrateHandEye`, CALIB_HAND_EYE_PARK)
-where the Python bindings have it; the opencv-python 5.0.0 wheels lack the binding (OpenCV
-issue #29565, fixed for the next release), and there the same method runs in numpy below.
+rotation axes on SO(3) (a closed form, taken here by SVD so that it is a proper rotation even
+for motions no rotation fits), the translation a linear least-squares fit over all pairs. It
+uses every pair rather than consecutive ones, weighs all motions alike, and in OpenCV's own
+comparisons it is among the most accurate under noise, where Tsai is more sensitive to small
+rotations and Andreff's linear form can leave a non-orthogonal rotation. OpenCV runs it
+(`cv2.calibrateHandEye`, CALIB_HAND_EYE_PARK) where the Python bindings have it; the
+opencv-python 5.0.0 wheels lack the binding (OpenCV issue #29565, fixed for the next release),
+and there the same method runs in numpy below.
 
 Inputs that cannot determine X are refused: fewer than three poses, pose and image counts
-that differ, motions that barely rotate, or motions that all rotate about (nearly) one axis
-(then the rotation about that axis and the offset along it are unknown).
+that differ, images of another size than the intrinsics', distortion of a model OpenCV's pinhole
+functions do not use, motions that barely rotate, or motions that all rotate about (nearly) one
+axis (then the rotation about that axis and the offset along it are unknown). A solution whose
+AX = XB residual is too large to trust (`check_residuals`) is refused too: the usual causes are
+the wrong setup, poses paired with the wrong images, or poses of another frame or unit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -61,6 +66,21 @@ class HandEyeSolution:
     trans_residual_mm: np.ndarray  # per pair
     axis_spread_deg: float
     solver: str
+    names: list[str] = field(default_factory=list)  # the image of each pose, where known
+
+    def per_pose(self) -> np.ndarray:
+        """Poses x 2: the mean (rotation deg, translation mm) residual over the pairs each pose is in."""
+        count = max(j for _, j in self.pairs) + 1
+        sums, counts = np.zeros((count, 2)), np.zeros(count)
+        for (i, j), rot, trans in zip(self.pairs, self.rot_residual_deg, self.trans_residual_mm, strict=True):
+            sums[[i, j]] += (rot, trans)
+            counts[[i, j]] += 1
+        return sums / counts[:, None]
+
+    @property
+    def rms(self) -> tuple[float, float]:
+        """RMS over the pairs of the (rotation deg, translation mm) residual."""
+        return float(np.sqrt(np.mean(self.rot_residual_deg**2))), float(np.sqrt(np.mean(self.trans_residual_mm**2)))
 
 
 def motion_pairs(
@@ -107,10 +127,15 @@ def _check_motions(rotation_vectors: np.ndarray, poses: int) -> float:
 
 
 def park_martin(motions: list[tuple[tuple[int, int], np.ndarray, np.ndarray]]) -> np.ndarray:
-    """X from AX = XB: rotation R = (M^T M)^(-1/2) M^T with M = sum b a^T, translation by least squares."""
-    m = sum(np.outer(rotation_vector(b[:3, :3]), rotation_vector(a[:3, :3])) for _, a, b in motions)
-    values, vectors = np.linalg.eigh(m.T @ m)
-    rotation = vectors @ np.diag(1.0 / np.sqrt(values)) @ vectors.T @ m.T
+    """X from AX = XB: rotation R = (M^T M)^(-1/2) M^T with M = sum b a^T, translation by least squares.
+
+    With M^T = U S V^T that R is U V^T; where det(U V^T) = -1 (motions that no rotation fits, e.g. a
+    session solved with the wrong setup) it would be a reflection, and the nearest rotation is taken.
+    """
+    u, _, vt = np.linalg.svd(
+        sum(np.outer(rotation_vector(a[:3, :3]), rotation_vector(b[:3, :3])) for _, a, b in motions)
+    )
+    rotation = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
     lhs = np.vstack([np.eye(3) - a[:3, :3] for _, a, _ in motions])
     rhs = np.concatenate([a[:3, 3] - rotation @ b[:3, 3] for _, a, b in motions])
     translation = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
@@ -118,9 +143,15 @@ def park_martin(motions: list[tuple[tuple[int, int], np.ndarray, np.ndarray]]) -
 
 
 def solve_hand_eye(
-    gripper_to_base: Sequence[np.ndarray], board_to_camera: Sequence[np.ndarray], setup: Setup
+    gripper_to_base: Sequence[np.ndarray],
+    board_to_camera: Sequence[np.ndarray],
+    setup: Setup,
+    use_opencv: bool | None = None,
 ) -> HandEyeSolution:
-    """X from the arm's gripper poses (T_base_gripper) and the board poses in the camera (T_camera_board), in order."""
+    """X from the arm's gripper poses (T_base_gripper) and the board poses in the camera (T_camera_board), in order.
+
+    use_opencv: run cv2.calibrateHandEye (True) or the numpy Park-Martin (False); None: OpenCV's where it exists.
+    """
     if len(gripper_to_base) != len(board_to_camera):
         raise CalibrationError(
             f"{len(gripper_to_base)} arm poses but {len(board_to_camera)} board detections: record exactly one image "
@@ -135,7 +166,9 @@ def solve_hand_eye(
     eye = list(board_to_camera)
     motions = motion_pairs(hand, eye)
     spread = _check_motions(np.array([rotation_vector(a[:3, :3]) for _, a, _ in motions]), len(hand))
-    if hasattr(cv2, "calibrateHandEye"):
+    if use_opencv is None:
+        use_opencv = hasattr(cv2, "calibrateHandEye")
+    if use_opencv:
         rotation, translation = cv2.calibrateHandEye(
             [t[:3, :3] for t in hand],
             [t[:3, 3] for t in hand],
@@ -144,14 +177,56 @@ def solve_hand_eye(
             method=cv2.CALIB_HAND_EYE_PARK,
         )
         transform, solver = homogeneous(rotation, translation), "Park-Martin (cv2.calibrateHandEye)"
+        if np.linalg.det(rotation) < 0:  # OpenCV's closed form is a reflection for motions no rotation fits
+            transform, solver = park_martin(motions), "Park-Martin (numpy; cv2.calibrateHandEye gave a reflection)"
     else:
-        transform, solver = park_martin(motions), "Park-Martin (numpy; this OpenCV lacks cv2.calibrateHandEye)"
+        why = "" if hasattr(cv2, "calibrateHandEye") else "; this OpenCV lacks cv2.calibrateHandEye"
+        transform, solver = park_martin(motions), f"Park-Martin (numpy{why})"
     rot, trans = [], []
     for _, a, b in motions:
         left, right = a @ transform, transform @ b
         rot.append(rotation_angle_deg(left[:3, :3].T @ right[:3, :3]))
         trans.append(1000.0 * float(np.linalg.norm(left[:3, 3] - right[:3, 3])))
     return HandEyeSolution(transform, [p for p, _, _ in motions], np.array(rot), np.array(trans), spread, solver)
+
+
+def check_residuals(solution: HandEyeSolution, max_rot_deg: float, max_trans_mm: float) -> None:
+    """CalibrationError when the AX = XB residual RMS is above the limits, naming the pose that fits worst.
+
+    The CLI's defaults (1 deg, 10 mm) are 4-5 times what rendered sessions with 0.3 px corner noise give.
+    """
+    rot_rms, trans_rms = solution.rms
+    if rot_rms <= max_rot_deg and trans_rms <= max_trans_mm:
+        return
+    per_pose = solution.per_pose()
+    worst = int(np.argmax(per_pose[:, 0] / max_rot_deg + per_pose[:, 1] / max_trans_mm))
+    which = f"the one of {Path(solution.names[worst]).name}" if solution.names else f"number {worst} (from 0)"
+    raise CalibrationError(
+        f"AX = XB residual RMS {rot_rms:.2f} deg / {trans_rms:.1f} mm is above the limits {max_rot_deg:g} deg / "
+        f"{max_trans_mm:g} mm (--max-residual-deg, --max-residual-mm), so the result is refused. The pose that fits "
+        f"worst is {which}, off by {per_pose[worst, 0]:.2f} deg / {per_pose[worst, 1]:.1f} mm on average over its "
+        "pairs. Check --setup, that image i was taken at pose i, that the poses are the tool frame's in metres, and "
+        "the intrinsics and board flags; retake or leave out bad poses, or raise the limits for an arm known to be "
+        "this imprecise"
+    )
+
+
+def _check_intrinsics(intrinsics: CameraIntrinsics, images: Sequence[tuple[str, np.ndarray]]) -> None:
+    """The intrinsics must be of the images' stream (same size) and of a distortion model OpenCV's PnP reads."""
+    intrinsics.distortion()  # CalibrationError for coefficients of a model that is not OpenCV's pinhole one
+    width, height = intrinsics.image_size
+    other = [
+        f"{Path(name).name} {image.shape[1]}x{image.shape[0]}"
+        for name, image in images
+        if (image.shape[1], image.shape[0]) != (width, height)
+    ]
+    if other:
+        listed = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise CalibrationError(
+            f"{len(other)} of {len(images)} images are not {width}x{height}, the size the intrinsics of camera "
+            f"{intrinsics.camera} were calibrated at: {listed}. Intrinsics hold for one stream resolution only: "
+            f"take the images at {width}x{height}, or calibrate intrinsics at this resolution and pass that file"
+        )
 
 
 def board_poses(detections: Sequence[BoardDetection], intrinsics: CameraIntrinsics) -> tuple[list[np.ndarray], float]:
@@ -184,7 +259,7 @@ def calibrate_hand_eye(
     if len(arm.poses) != len(images):
         raise CalibrationError(
             f"{len(arm.poses)} arm poses but {len(images)} images: record exactly one image at every arm pose, "
-            "in the same order (images are taken in sorted name order)"
+            "in the same order (a folder's images are taken in natural name order: station_2 before station_10)"
         )
     missing = [i for i, pose in enumerate(arm.poses) if pose.quaternion is None]
     if missing:
@@ -194,6 +269,7 @@ def calibrate_hand_eye(
             f"a {board.columns} x {board.rows} checkerboard looks the same turned by 180 degrees, so its frame is "
             "ambiguous: use one with an odd and an even number of squares (e.g. 10 x 7), or a ChArUco board"
         )
+    _check_intrinsics(intrinsics, images)
     detections, skipped = detect_all(images, board, skip_undetected)
     if len(detections) < MIN_POSES:
         raise CalibrationError(
@@ -205,7 +281,8 @@ def calibrate_hand_eye(
     gripper = [pose_matrix(arm.poses[i].position, arm.poses[i].quaternion) for i in used]
     cameras, pnp_rms = board_poses(detections, intrinsics)
     solution = solve_hand_eye(gripper, cameras, setup)
-    x = solution.transform
+    solution.names = [d.name for d in detections]
+    x, (rot_rms, trans_rms) = solution.transform, solution.rms
     result = HandEyeCalibration(
         setup=setup,
         camera=intrinsics.camera,
@@ -217,9 +294,9 @@ def calibrate_hand_eye(
         poses=len(used),
         pairs=len(solution.pairs),
         rotation_axis_spread_deg=solution.axis_spread_deg,
-        residual_rot_deg_rms=float(np.sqrt(np.mean(solution.rot_residual_deg**2))),
+        residual_rot_deg_rms=rot_rms,
         residual_rot_deg_max=float(solution.rot_residual_deg.max()),
-        residual_trans_mm_rms=float(np.sqrt(np.mean(solution.trans_residual_mm**2))),
+        residual_trans_mm_rms=trans_rms,
         residual_trans_mm_max=float(solution.trans_residual_mm.max()),
         pnp_reprojection_px_rms=pnp_rms,
         intrinsics=intrinsics_path,

@@ -31,6 +31,7 @@ class IntrinsicsFit:
     reprojected: list[np.ndarray]  # N x 2 per detection, pixels
     per_view_rms_px: np.ndarray
     tilt_spread_deg: float  # largest angle between the board planes of two views
+    std_px: np.ndarray  # standard deviations of fx, fy, cx, cy (pixels), as OpenCV estimates them from the residuals
     skipped: list[str] = field(default_factory=list)  # images without the board
 
 
@@ -51,7 +52,7 @@ def fit_intrinsics(
     object_points = [d.object_points for d in detections]
     image_points = [d.image_points.reshape(-1, 1, 2) for d in detections]
     flags = 0 if fit_k3 else cv2.CALIB_FIX_K3
-    rms, k, dist, rvecs, tvecs, _, _, per_view = cv2.calibrateCameraExtended(
+    rms, k, dist, rvecs, tvecs, std_intrinsics, _, per_view = cv2.calibrateCameraExtended(
         object_points, image_points, image_size, None, None, flags=flags
     )
     normals = np.array([cv2.Rodrigues(rvec)[0][:, 2] for rvec in rvecs])
@@ -76,7 +77,9 @@ def fit_intrinsics(
         views=len(detections),
         board=board,
     )
-    return IntrinsicsFit(intrinsics, list(detections), reprojected, per_view.ravel(), spread)
+    return IntrinsicsFit(
+        intrinsics, list(detections), reprojected, per_view.ravel(), spread, std_intrinsics[:4].ravel()
+    )
 
 
 def calibrate_intrinsics(

@@ -21,6 +21,12 @@ from ript_robot.calibration.transforms import pose_matrix
 from ript_robot.config import ConfigModel, load_config
 
 Setup = Literal["eye_in_hand", "eye_to_hand"]  # camera on the gripper, or fixed in the cell
+# how many lens coefficients OpenCV's pinhole model takes: (k1, k2, p1, p2[, k3[, k4, k5, k6[, s1..s4[, tx, ty]]]])
+DIST_COEFF_COUNTS = (4, 5, 8, 12, 14)
+# distortion models whose coefficients are OpenCV's pinhole ones: OpenCV's own, the RealSense SDK's brown_conrady
+# (k1, k2, p1, p2, k3 in OpenCV's order) and none; other models are usable only with all coefficients zero
+OPENCV_DISTORTION_MODELS = ("opencv", "brown_conrady", "none")
+MAX_REACH_M = 3.0  # a recorded position farther than this from the base is taken for millimetres
 
 
 class CalibrationError(ValueError):
@@ -69,9 +75,12 @@ class CameraIntrinsics(ConfigModel):
     image_size: list[int] = Field(min_length=2, max_length=2, description="(width, height) in pixels")
     camera_matrix: list[list[float]] = Field(description="3x3 K: [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], pixels")
     dist_coeffs: list[float] = Field(
-        default_factory=lambda: [0.0] * 5, description="OpenCV order (k1, k2, p1, p2[, k3, ...]); zeros: none"
+        default_factory=lambda: [0.0] * 5,
+        description="OpenCV order (k1, k2, p1, p2[, k3, ...]): 4, 5, 8, 12 or 14 values; zeros: none",
     )
-    distortion_model: str = Field("opencv", description="'opencv', or the RealSense SDK's model name")
+    distortion_model: str = Field(
+        "opencv", description="'opencv', or the RealSense SDK's model name (OpenCV reads brown_conrady, or zeros)"
+    )
     rms_reprojection_px: float | None = Field(None, ge=0.0, description="RMS reprojection error of the fit, pixels")
     views: int = Field(0, ge=0, description="board views the fit used (0 for values read from a device)")
     board: BoardSpec | None = Field(None, description="the target the fit used")
@@ -85,13 +94,28 @@ class CameraIntrinsics(ConfigModel):
             raise ValueError(f"camera_matrix must be 3x3 with positive fx and fy, got {self.camera_matrix}")
         if min(self.image_size) <= 0:
             raise ValueError(f"image_size must be positive (width, height), got {self.image_size}")
+        if len(self.dist_coeffs) not in DIST_COEFF_COUNTS:
+            counts = ", ".join(map(str, DIST_COEFF_COUNTS))
+            raise ValueError(
+                f"dist_coeffs has {len(self.dist_coeffs)} values, OpenCV takes {counts} (k1, k2, p1, p2[, k3, ...]): "
+                "give them all in OpenCV's order, [0, 0, 0, 0, 0] for none"
+            )
         return self
 
     def matrix(self) -> np.ndarray:
         return np.asarray(self.camera_matrix, dtype=np.float64)
 
     def distortion(self) -> np.ndarray:
-        return np.asarray(self.dist_coeffs, dtype=np.float64)
+        """The coefficients for OpenCV's pinhole functions; CalibrationError when they belong to another model."""
+        coeffs = np.asarray(self.dist_coeffs, dtype=np.float64)
+        if self.distortion_model not in OPENCV_DISTORTION_MODELS and coeffs.any():
+            raise CalibrationError(
+                f"camera {self.camera}: distortion_model {self.distortion_model!r} is not OpenCV's pinhole model "
+                f"(usable: {', '.join(OPENCV_DISTORTION_MODELS)}, or any model with all coefficients zero), so its "
+                f"coefficients {self.dist_coeffs} would be misread: calibrate the camera from board images with "
+                "`ript calibrate intrinsics`, which fits OpenCV's model"
+            )
+        return coeffs
 
 
 class ArmPose(ConfigModel):
@@ -103,7 +127,13 @@ class ArmPose(ConfigModel):
     )
 
     @model_validator(mode="after")
-    def _check_unit(self) -> ArmPose:
+    def _check_pose(self) -> ArmPose:
+        reach = float(np.linalg.norm(self.position))
+        if reach > MAX_REACH_M:
+            raise ValueError(
+                f"position {self.position} is {reach:.1f} m from the base, beyond the {MAX_REACH_M:g} m an arm "
+                "reaches: positions are metres, and these are probably millimetres (divide them by 1000)"
+            )
         norm = float(np.linalg.norm(self.quaternion)) if self.quaternion is not None else 1.0
         if abs(norm - 1.0) > 0.01:
             raise ValueError(f"quaternion {self.quaternion} has norm {norm:.3f}: give a unit quaternion (x, y, z, w)")

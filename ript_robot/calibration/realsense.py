@@ -1,7 +1,8 @@
 """Intrinsics of an Intel RealSense camera, read from the device's factory calibration: `ript calibrate realsense`.
 
 pyrealsense2 is optional (`pip install pyrealsense2`): it is imported only here, when asked for,
-and a missing package or a missing device is a clear `RealSenseUnavailable`, never a traceback.
+and a missing package, a missing device or a stream the device cannot start is a clear
+`RealSenseUnavailable`, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ STREAMS = {"color": "bgr8", "depth": "z16", "infrared": "y8"}  # stream -> pixel
 
 
 class RealSenseUnavailable(CalibrationError):
-    """pyrealsense2 is not installed, or no RealSense device is connected (or the one named is not)."""
+    """No intrinsics to read: pyrealsense2 missing, no (such) device connected, or a stream it cannot start."""
 
 
 def _sdk() -> Any:
@@ -49,11 +50,19 @@ def read_intrinsics(
         )
     if serial is not None and serial not in serials:
         raise RealSenseUnavailable(f"no RealSense device with serial {serial} connected; connected: {serials}")
+    device = serial or serials[0]
     config = rs.config()
-    config.enable_device(serial or serials[0])
+    config.enable_device(device)
     config.enable_stream(getattr(rs.stream, stream), width, height, getattr(rs.format, STREAMS[stream]), fps)
     pipeline = rs.pipeline()
-    profile = pipeline.start(config)
+    try:
+        profile = pipeline.start(config)
+    except RuntimeError as exc:  # the SDK's error for a profile the device lacks, or a device in use
+        raise RealSenseUnavailable(
+            f"RealSense {device} cannot start the {stream} stream at {width}x{height} {STREAMS[stream]} {fps} fps "
+            f"({exc}): the device may not offer that profile (list them with `rs-enumerate-devices`, then pass "
+            "--width, --height, --fps), or another program (realsense-viewer, a ROS driver) holds the camera"
+        ) from exc
     try:
         intr = profile.get_stream(getattr(rs.stream, stream)).as_video_stream_profile().get_intrinsics()
     finally:
@@ -65,5 +74,5 @@ def read_intrinsics(
         camera_matrix=[[intr.fx, 0.0, intr.ppx], [0.0, intr.fy, intr.ppy], [0.0, 0.0, 1.0]],
         dist_coeffs=list(intr.coeffs),
         distortion_model=str(intr.model).rsplit(".", 1)[-1],
-        serial=serial or serials[0],
+        serial=device,
     )

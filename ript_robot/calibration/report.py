@@ -70,12 +70,7 @@ def hand_eye_report(result: HandEyeCalibration, solution: HandEyeSolution, path:
     """PNG: AX = XB disagreement (rotation, translation) per pose pair and averaged per pose."""
     fig = Figure(figsize=(14, 8), layout="constrained")
     pairs = np.arange(len(solution.pairs))
-    per_pose = np.zeros((result.poses, 2))
-    counts = np.zeros(result.poses)
-    for (i, j), rot, trans in zip(solution.pairs, solution.rot_residual_deg, solution.trans_residual_mm, strict=True):
-        per_pose[[i, j]] += (rot, trans)
-        counts[[i, j]] += 1
-    per_pose /= counts[:, None]
+    per_pose = solution.per_pose()
     panels = [
         (solution.rot_residual_deg, result.residual_rot_deg_rms, "rotation (deg)", "pose pair"),
         (solution.trans_residual_mm, result.residual_trans_mm_rms, "translation (mm)", "pose pair"),
@@ -84,7 +79,7 @@ def hand_eye_report(result: HandEyeCalibration, solution: HandEyeSolution, path:
     ]
     for n, (values, rms, label, xlabel) in enumerate(panels):
         ax = fig.add_subplot(2, 2, n + 1)
-        ax.bar(pairs if xlabel == "pose pair" else np.arange(result.poses), values, color="tab:orange")
+        ax.bar(pairs if xlabel == "pose pair" else np.arange(len(values)), values, color="tab:orange")
         if rms is not None:
             ax.axhline(rms, color="black", ls="--", label=f"RMS {rms:.3g}")
             ax.legend()

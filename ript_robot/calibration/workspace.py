@@ -3,21 +3,23 @@
 A box is entered by hand (low and high corners), or recorded: the operator jogs the arm to
 the corners of the safe volume and saves the end-effector positions (a poses file), and the
 box is their bounding box, shrunk by a margin on every side; a recorded keep-out box is grown
-by the margin instead. The result is the runtime's own `WorkspaceCalibration`, checked by
-building the real `SafetyFilter` from the written file, exactly as the policy node does.
+by the margin instead. The result is the runtime's own `WorkspaceCalibration`, checked before
+anything is written (`check_workspace`): distinct, non-negative state and action indices that fit
+the action length when it is given, and the real `SafetyFilter` built from the workspace as a
+reader of the file gets it, exactly as the policy node does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from pydantic import ValidationError
 
 from ript_robot.calibration.models import CalibrationError, RecordedPoses
-from ript_robot.config import Box, SafetyConfig, WorkspaceCalibration, format_errors, load_workspace
+from ript_robot.config import Box, SafetyConfig, WorkspaceCalibration, dump_config, format_errors
 from ript_robot.runtime.safety import SafetyFilter
 
 AXES = "xyz"
@@ -78,7 +80,34 @@ def make_workspace(
         raise CalibrationError(format_errors(WorkspaceCalibration, exc, "workspace")) from None
 
 
-def check_with_safety_filter(path: Path) -> SafetyFilter:
-    """Load a written workspace file into the runtime's safety filter, as the policy node does at configure."""
-    workspace = load_workspace(path)
-    return SafetyFilter(SafetyConfig(workspace=str(path)), action_dim=max(workspace.action_position) + 1)
+def _check_indices(workspace: WorkspaceCalibration) -> None:
+    for key in ("state_position", "action_position"):
+        indices, flag = getattr(workspace, key), f"--{key.replace('_', '-')}"
+        if min(indices) < 0:
+            raise CalibrationError(
+                f"{key} {indices} has a negative index, which would count from the end of the vector and pick "
+                f"another entry than meant: pass {flag} with indices of 0 or more"
+            )
+        if len(set(indices)) != len(indices):
+            raise CalibrationError(
+                f"{key} {indices} names one index twice, so two axes would read the same entry: pass {flag} "
+                "with one distinct index per axis (x, y, z)"
+            )
+
+
+def check_workspace(workspace: WorkspaceCalibration, action_dim: int | None = None) -> SafetyFilter:
+    """The safety filter a reader of the workspace file builds; CalibrationError when it could not work.
+
+    Run it before writing: the indices must be distinct and 0 or more, and the action indices
+    below `action_dim` when it is given (the length of the robot's action vector). The workspace
+    goes through YAML and back first, so the filter is built from what the file will hold.
+    """
+    _check_indices(workspace)
+    if action_dim is not None and max(workspace.action_position) >= action_dim:
+        raise CalibrationError(
+            f"action_position {workspace.action_position} does not fit the {action_dim}-dim action (--action-dim): "
+            f"pass --action-position with indices below {action_dim}"
+        )
+    as_read = WorkspaceCalibration.model_validate(yaml.safe_load(dump_config(workspace)))
+    dim = action_dim if action_dim is not None else max(workspace.action_position) + 1
+    return SafetyFilter(SafetyConfig(), action_dim=dim, workspace=as_read)

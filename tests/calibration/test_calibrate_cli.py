@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ript_robot.calibration import synthetic
+from ript_robot.calibration import detection, synthetic
 from ript_robot.calibration.models import CameraIntrinsics, HandEyeCalibration
+from ript_robot.calibration.synthetic import HandEyeScene
 from ript_robot.calibration.transforms import transform_error
 from ript_robot.cli import main as ript
 from ript_robot.config import SafetyConfig, dump_config, load_config, load_workspace
@@ -31,7 +32,8 @@ def test_intrinsics_then_hand_eye_from_files(tmp_path: Path, capsys: pytest.Capt
     folder = _write_images(tmp_path / "views", synthetic.render_views(synthetic.BOARD, synthetic.CAMERA, views, rng))
     out = tmp_path / "calibration"
     assert ript(["calibrate", "intrinsics", str(folder), "--camera", "wrist", "--out-dir", str(out), *BOARD_FLAGS]) == 0
-    assert "RMS reprojection" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "RMS reprojection" in printed and "px (+-: one standard deviation)" in printed
     intrinsics_file = out / "intrinsics" / "wrist.yaml"
     intrinsics = load_config(CameraIntrinsics, intrinsics_file)
     assert intrinsics.version == 1 and intrinsics.views == 12
@@ -112,3 +114,81 @@ def test_too_few_views_and_a_malformed_intrinsics_file_fail_clearly(
     command = ["calibrate", "handeye", "--setup", "eye_to_hand", "--poses", str(poses), "--images", str(folder)]
     assert ript([*command, "--intrinsics", str(broken), *BOARD_FLAGS]) == 2
     assert "broken.yaml" in (err := capsys.readouterr().err) and "camera_matrix must be 3x3" in err
+
+
+def _hand_eye_session(folder: Path, scene: HandEyeScene, camera: CameraIntrinsics = synthetic.CAMERA) -> list[str]:
+    """Files of a rendered session in `folder` (images, poses, intrinsics) and the handeye command line for them."""
+    images = _write_images(folder / "stations", scene.images)
+    (folder / "poses.yaml").write_text(dump_config(scene.arm))
+    (folder / "camera.yaml").write_text(dump_config(camera))
+    command = ["calibrate", "handeye", "--poses", str(folder / "poses.yaml"), "--images", str(images)]
+    return [*command, "--intrinsics", str(folder / "camera.yaml"), "--out-dir", str(folder / "out"), *BOARD_FLAGS]
+
+
+def test_a_hand_eye_result_above_the_residual_limits_replaces_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = _hand_eye_session(tmp_path, synthetic.hand_eye_scene("eye_to_hand", 8, np.random.default_rng(23)))
+    assert ript([*command, "--setup", "eye_to_hand"]) == 0
+    current = tmp_path / "out" / "handeye" / "synthetic.yaml"
+    first = current.read_text()
+    capsys.readouterr()
+    assert ript([*command, "--setup", "eye_in_hand"]) == 2  # the wrong setup: no X closes AX = XB
+    err = capsys.readouterr().err
+    assert "AX = XB residual RMS" in err and "above the limits 1 deg / 10 mm" in err and "Check --setup" in err
+    assert current.read_text() == first
+    assert sorted(p.name for p in current.parent.iterdir()) == [
+        "synthetic-v1.png",
+        "synthetic-v1.yaml",
+        "synthetic.yaml",
+    ]
+    assert ript([*command, "--setup", "eye_in_hand", "--max-residual-deg", "180", "--max-residual-mm", "5000"]) == 0
+    assert load_config(HandEyeCalibration, current).setup == "eye_in_hand"  # limits raised: accepted as asked
+
+
+def test_intrinsics_with_a_distortion_length_opencv_rejects_fail_before_opencv_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scene = synthetic.hand_eye_scene("eye_in_hand", 4, np.random.default_rng(24))
+    six = synthetic.CAMERA.model_copy(update={"dist_coeffs": [-0.12, 0.06, 0.0008, -0.0005, 0.0, 0.0]})
+    assert ript([*_hand_eye_session(tmp_path, scene, six), "--setup", "eye_in_hand"]) == 2
+    err = capsys.readouterr().err
+    assert "camera.yaml" in err and "dist_coeffs has 6 values, OpenCV takes 4, 5, 8, 12, 14" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _opencv_fails(*args: object, **kwargs: object) -> None:
+    """A real OpenCV error, from a call OpenCV refuses (an empty image)."""
+    cv2.cvtColor(np.zeros((0, 0, 3), np.uint8), cv2.COLOR_BGR2GRAY)
+
+
+def test_an_opencv_error_is_one_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    views = synthetic.sample_board_poses(synthetic.BOARD, synthetic.CAMERA, 5, np.random.default_rng(25))
+    images = synthetic.render_views(synthetic.BOARD, synthetic.CAMERA, views, np.random.default_rng(25))
+    folder = _write_images(tmp_path / "views", images)
+    monkeypatch.setattr(detection.cv2, "findChessboardCorners", _opencv_fails)
+    assert ript(["calibrate", "intrinsics", str(folder), "--out-dir", str(tmp_path / "out"), *BOARD_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ript calibrate intrinsics: OpenCV failed on this input (OpenCV(") and "cvtColor" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--state-position", "0", "1", "1"], "state_position [0, 1, 1] names one index twice"),
+        (["--action-position", "0", "-2", "1"], "action_position [0, -2, 1] has a negative index"),
+        (["--action-dim", "2"], "action_position [0, 1, 2] does not fit the 2-dim action (--action-dim)"),
+    ],
+)
+def test_a_workspace_the_safety_filter_would_misread_is_not_written(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["calibrate", "workspace", "--low", "0.3", "-0.2", "0.05", "--high", "0.6", "0.2", "0.4"]
+    command += ["--state-position", "0", "1", "2", "--action-position", "0", "1", "2", "--metres-per-action", "0.01"]
+    assert ript([*command, *flags, "--out-dir", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

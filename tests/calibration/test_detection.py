@@ -74,3 +74,16 @@ def test_a_folder_stands_for_its_images_in_name_order(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CalibrationError, match=r"no images in .*empty"):
         load_images([tmp_path / "empty"])
+
+
+def test_a_folders_images_come_in_natural_order_so_unpadded_numbers_keep_the_pose_order(tmp_path: Path) -> None:
+    for station in (10, 2, 1, 9):
+        cv2.imwrite(str(tmp_path / f"station_{station}.png"), np.full((4, 4, 3), station, np.uint8))
+    images = load_images([tmp_path])
+    assert [Path(name).name for name, _ in images] == [
+        "station_1.png",
+        "station_2.png",
+        "station_9.png",
+        "station_10.png",
+    ]
+    assert [int(image[0, 0, 0]) for _, image in images] == [1, 2, 9, 10]

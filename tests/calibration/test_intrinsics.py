@@ -29,8 +29,12 @@ def _errors(found: CameraIntrinsics, truth: CameraIntrinsics) -> tuple[float, fl
 def test_noisy_views_recover_the_camera_within_tolerance() -> None:
     fit = calibrate_intrinsics(_views(15, seed=3, noise_px=0.3), BOARD, "wrist")
     cam = fit.intrinsics
-    focal, centre = _errors(cam, CAMERA)
-    assert focal < 1.0 and centre < 8.0
+    focal, _ = _errors(cam, CAMERA)
+    assert focal < 1.0
+    # the principal point is the least certain: over 20 seeds OpenCV's standard deviations were 2.3-2.9 px (cx)
+    # and 1.7-2.1 px (cy), and the error stayed within 2.3 of them (0.8-6.6 px); this seed: 0.9 px
+    centre_error = np.abs(cam.matrix()[:2, 2] - CAMERA.matrix()[:2, 2])
+    assert fit.std_px[2] < 3.5 and fit.std_px[3] < 2.5 and (centre_error < 3 * fit.std_px[2:]).all()
     assert abs(cam.dist_coeffs[0] - CAMERA.dist_coeffs[0]) < 0.03
     # 0.3 px per axis is about 0.42 px of 2-d distance: the fit explains the data down to the noise
     assert 0.3 < cam.rms_reprojection_px < 0.5

@@ -12,7 +12,7 @@ from ript_robot.calibration.results import write_versioned
 from ript_robot.calibration.workspace import (
     box_from_corners,
     box_from_points,
-    check_with_safety_filter,
+    check_workspace,
     make_workspace,
     positions,
 )
@@ -25,8 +25,9 @@ SETTINGS = {"state_position": [0, 1, 2], "action_position": [0, 1, 2], "metres_p
 def test_a_written_workspace_is_enforced_by_the_safety_filter(tmp_path: Path) -> None:
     box = box_from_corners([0.2, -0.4, 0.0], [0.7, 0.4, 0.5])
     keep_out = [box_from_corners([0.4, -0.1, 0.0], [0.5, 0.1, 0.3])]
-    path = write_versioned(make_workspace(box, keep_out, SETTINGS, None), tmp_path, "workspace", "arm", "test")
-    check_with_safety_filter(path)
+    workspace = make_workspace(box, keep_out, SETTINGS, None)
+    check_workspace(workspace, action_dim=4)
+    path = write_versioned(workspace, tmp_path, "workspace", "arm", "test")
     safety = SafetyFilter(SafetyConfig(workspace=str(path)), action_dim=4)  # x, y, z moves and the gripper
     forward = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
     command, clipped, _ = safety(forward, state=np.array([0.695, 0.0, 0.2, 0.0], np.float32))
@@ -74,6 +75,22 @@ def test_the_first_calibration_needs_the_axes_and_later_ones_inherit_them() -> N
         make_workspace(box, [], {**SETTINGS, "state_position": [0, 1]}, None)
 
 
+@pytest.mark.parametrize(
+    ("settings", "action_dim", "message"),
+    [
+        ({"state_position": [0, 1, -1]}, None, r"state_position \[0, 1, -1\] has a negative index.*--state-position"),
+        ({"action_position": [0, 1, 1]}, None, r"action_position \[0, 1, 1\] names one index twice.*--action-pos"),
+        ({"action_position": [0, 1, 7]}, 7, r"\[0, 1, 7\] does not fit the 7-dim action \(--action-dim\)"),
+    ],
+)
+def test_indices_the_safety_filter_would_misread_are_refused(
+    settings: dict[str, list[int]], action_dim: int | None, message: str
+) -> None:
+    workspace = make_workspace(box_from_corners([0.2, -0.4, 0.0], [0.7, 0.4, 0.5]), [], {**SETTINGS, **settings}, None)
+    with pytest.raises(CalibrationError, match=message):
+        check_workspace(workspace, action_dim)
+
+
 def test_a_box_whose_low_corner_is_not_below_the_high_one_is_refused() -> None:
     with pytest.raises(CalibrationError, match=r"low \[0.7, 0.0, 0.0\] must be below high"):
         box_from_corners([0.7, 0.0, 0.0], [0.2, 0.4, 0.5])
@@ -102,6 +119,17 @@ def test_csv_poses_with_orientation_are_read_in_order(tmp_path: Path) -> None:
     poses = load_recorded_poses(path).poses
     assert [p.position for p in poses] == [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]
     assert poses[1].quaternion == [0.0, 0.0, 0.7071068, 0.7071068]
+
+
+def test_positions_in_millimetres_are_refused_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "corners.csv"
+    path.write_text("x,y,z\n0.25,-0.35,0.02\n650,350,450\n")  # the second corner as the teach pendant shows it
+    with pytest.raises(CalibrationError, match=r"corners.csv, line 3: .*864.6 m from the base.*probably millimetres"):
+        load_recorded_poses(path)
+    path = tmp_path / "stations.yaml"
+    path.write_text("poses:\n  - {position: [452, -31, 412], quaternion: [0, 0, 0, 1]}\n")
+    with pytest.raises(ConfigError, match=r"(?s)stations.yaml.*poses.0.*probably millimetres \(divide them by 1000\)"):
+        load_recorded_poses(path)
 
 
 def test_a_pose_whose_orientation_is_no_unit_quaternion_is_refused(tmp_path: Path) -> None:
