@@ -113,6 +113,9 @@ class OftConfig(ConfigModel):
     revision: str = Field(
         "", description="the backbone's hub revision; a commit hash pins the weights the adapters belong to"
     )
+    device: str = Field(
+        "cpu", description="where the policy runs: cpu, cuda, cuda:N (batches move there; results come back)"
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype of the backbone's frozen weights (bfloat16 for 7B on a GPU); adapters: float32"
     )

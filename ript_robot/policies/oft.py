@@ -126,6 +126,10 @@ class OftPolicy(ConfiguredPolicy):
         self._token_cache: dict[str, list[int]] = {}
         bos = self.tokenizer.bos_token_id
         self._leading_bos = int(bos is not None and self.tokenizer("x")["input_ids"][:1] == [bos])
+        try:
+            self.to(torch.device(oft.device))
+        except (RuntimeError, AssertionError) as exc:  # a bad name, or a CUDA device this machine lacks
+            raise CheckpointError(f"policy.oft.device={oft.device!r} cannot hold the policy here: {exc}") from exc
 
     def _add_adapters(self) -> None:
         """LoRA (peft) on the language model's target layers; every base weight frozen."""
@@ -227,12 +231,14 @@ class OftPolicy(ConfiguredPolicy):
         return self.action_head(hidden), self.scale(hidden)
 
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+        """See `Policy.log_prob`; on the device `actions` came from, whatever device the policy runs on."""
         mean, scale = self.heads(batch)
-        return Laplace(mean, scale).log_prob(actions).sum(dim=-1)
+        return Laplace(mean, scale).log_prob(actions.to(mean.device)).sum(dim=-1).to(actions.device)
 
     def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:
         hidden = self.hidden(batch)
         mean = self.action_head(hidden)
+        actions = actions.to(mean.device)
         l1 = (mean - actions).abs().mean()
         # the scale head learns from what the L1-trained trunk gives it; it never changes the trunk or the mean
         scale_nll = -Laplace(mean.detach(), self.scale(hidden.detach())).log_prob(actions).mean()

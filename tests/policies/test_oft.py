@@ -108,6 +108,8 @@ def test_bad_backbones_and_configs_get_errors_that_say_what_to_do(tmp_path):
         oft_policy(backbone=str(tmp_path / "missing"))
     with pytest.raises(CheckpointError, match="names a linear layer of the language model"):
         oft_policy(lora_targets=["nonexistent_proj"])
+    with pytest.raises(CheckpointError, match="cannot hold the policy here"):
+        oft_policy(device="cuda:99" if torch.cuda.is_available() else "cuda")
     policy = oft_policy()
     policy.save(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="was it saved with another config"):
