@@ -6,7 +6,7 @@ held-out share of them, then judges fresh episodes of layouts it never saw, as t
 app would: accuracy of its guess against the simulator's label, and in auto mode the share
 it labels on its own and how often those labels are right.
 
-    python benchmarks/detector.py [--train 20000] [--test 400] [--image-size 64] [key=value ...]
+    python benchmarks/detector.py [--train 40000] [--test 1000] [--image-size 64] [key=value ...]
 
 Saves benchmarks/results/detector.json.
 """
@@ -43,12 +43,12 @@ def filled_store(episodes: list, root: Path) -> EpisodeStore:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train", type=int, default=20000, help="labeled episodes to train and calibrate on")
-    parser.add_argument("--test", type=int, default=400, help="fresh episodes to judge")
+    parser.add_argument("--train", type=int, default=40000, help="labeled episodes to train and calibrate on")
+    parser.add_argument("--test", type=int, default=1000, help="fresh episodes to judge")
     parser.add_argument("--image-size", type=int, default=64, help="the built-in task's camera side, pixels")
     parser.add_argument("overrides", nargs="*", help="DetectorConfig overrides (key=value)")
     args = parser.parse_args()
-    config = load_config(DetectorConfig, None, [f"image_size={args.image_size}", "steps=6000", *args.overrides])
+    config = load_config(DetectorConfig, None, [f"image_size={args.image_size}", "steps=4000", *args.overrides])
     work = Path(tempfile.mkdtemp(prefix="detector_"))
     start = time.monotonic()
     # made in chunks of 1000 episodes; only their final frames stay in memory (`ript detector` reads a store)

@@ -24,7 +24,7 @@ from ript_robot.success.detector import SuccessDetector, episode_examples, fit_d
 from sim_bridge.label_robot import SimRobot
 from sim_bridge.pick_outcomes import outcome_episodes
 
-DETECTOR_EPISODES, DETECTOR_STEPS = 800, 1500
+DETECTOR_EPISODES, DETECTOR_STEPS = 3000, 1000
 CHROMIUM = "/usr/bin/chromium"  # Debian's (apt-get install chromium); playwright's own download is not reachable here
 CHROMIUM_ARGS = [
     "--headless",
