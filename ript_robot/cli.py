@@ -144,12 +144,13 @@ def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     rank, world = init_from_env()  # under torchrun: data-parallel ranks, rank 0 leads
     train, _ = context_sets(cfg)
     if rank > 0:
-        barrier()  # rank 0 creates the store and publishes version 0 first
+        barrier()  # rank 0 creates the store first
         follower = StoreTrainer(_store(cfg, args), train, cfg.ript, cfg.trainer, cfg.seed)
-        follower.start()
+        follower.start()  # waits for rank 0 to start (and publish version 0)
         print(f"rank {rank}/{world}: {follower.follow()} updates alongside rank 0", file=sys.stderr)
         return
     store = _store(cfg, args)
+    barrier()  # the store exists: the other ranks may open it
     cfg.trainer.output_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLogger(cfg.trainer.output_dir)
     initial = None
@@ -159,7 +160,6 @@ def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
         )
     trainer = StoreTrainer(store, train, cfg.ript, cfg.trainer, cfg.seed, log)
     resumed = trainer.start(initial)
-    barrier()
     assert trainer.policy is not None
     print(
         f"{'resumed' if resumed else 'started'} at policy v{trainer.policy.version} in {store.uri}; "

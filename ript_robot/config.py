@@ -320,6 +320,9 @@ class TrainerConfig(ConfigModel):
         300.0, gt=0.0, description="re-schedule waiting contexts after this long with no new group"
     )
     output_dir: Path = Field(Path("runs/train"), description="metrics.jsonl and tensorboard/ of the trainer")
+    fsdp: bool = Field(
+        False, description="under torchrun, shard weights, gradients and Adam state across ranks (FSDP2)"
+    )
 
 
 class ActorConfig(ConfigModel):

@@ -47,9 +47,18 @@ def published_versions(backend: Backend) -> list[int]:
     return sorted(int(name[1:]) for name in backend.children("policies") if name.startswith("v"))
 
 
-def publish_policy(backend: Backend, policy: Policy, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the policy's weights and manifest, then point `latest` at its version."""
-    state = {k: v.detach().contiguous().cpu() for k, v in policy.checkpoint_state().items()}
+def publish_policy(
+    backend: Backend,
+    policy: Policy,
+    extra: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Write the policy's weights and manifest, then point `latest` at its version.
+
+    state: the checkpoint tensors when the policy cannot give them whole itself (a sharded
+    trainer's, gathered by `rl.distributed.full_state`)."""
+    state = policy.checkpoint_state() if state is None else state
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     data = save_safetensors(state, metadata={"family": policy.family, "version": str(policy.version)})
     manifest = {
         "version": policy.version,
@@ -116,23 +125,22 @@ class PolicyFollower:
         return True
 
 
-def save_optimizer(backend: Backend, version: int, optimizer: torch.optim.Optimizer) -> None:
-    """The optimizer's per-parameter tensors and step counts, as safetensors."""
+def save_optimizer(backend: Backend, version: int, state: dict[int, dict[str, Any]]) -> None:
+    """An optimizer's per-parameter state by position (tensors and step counts), as safetensors."""
     tensors = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
+    for index, entries in state.items():
+        for key, value in entries.items():
             tensors[f"{index}.{key}"] = torch.as_tensor(value).contiguous()
     backend.put(f"trainer/optimizer/v{version:06d}.safetensors", save_safetensors(tensors))
 
 
-def load_optimizer(backend: Backend, version: int, optimizer: torch.optim.Optimizer) -> bool:
-    """Restore what `save_optimizer` wrote for `version`; False when there is nothing to restore."""
+def read_optimizer(backend: Backend, version: int) -> dict[int, dict[str, torch.Tensor]] | None:
+    """What `save_optimizer` wrote for `version`; None when there is nothing to restore."""
     data = backend.get(f"trainer/optimizer/v{version:06d}.safetensors")
     if data is None:
-        return False
+        return None
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, tensor in load_safetensors(data).items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = tensor
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-    return True
+    return state

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def init_from_env(backend: str = "") -> tuple[int, int]:
@@ -53,3 +54,82 @@ def barrier() -> None:
     """Wait for every rank (a no-op alone)."""
     if data_parallel()[1] > 1:
         dist.barrier()
+
+
+FORWARD_METHODS = ("log_prob", "sample", "bc_loss")  # policy entry points that gather the sharded weights
+
+
+def shard(policy: nn.Module) -> nn.Module:
+    """Shard the policy across the process group with FSDP2: each block of its ModuleLists (the transformer
+    layers of a VLM) is its own unit, the rest is the root's. Returns the policy, sharded in place."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    blocks = [block for container in policy.modules() if isinstance(container, nn.ModuleList) for block in container]
+    for block in reversed(blocks):  # inner units before the units that hold them
+        fully_shard(block)
+    fully_shard(policy)
+    for method in FORWARD_METHODS:
+        register_fsdp_forward_method(policy, method)
+    return policy
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Whether `shard` (FSDP2) sharded this module."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def _options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_state(policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's checkpoint tensors, whole, on rank 0 ({} on the others); collective when sharded."""
+    state = policy.checkpoint_state()
+    if not is_sharded(policy):
+        return state
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    whole = get_model_state_dict(policy, options=_options())
+    return {key: whole[key] for key in state} if whole else {}
+
+
+def _names(policy: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The parameter name of each position in the optimizer's (single) parameter group."""
+    by_id = {id(p): name for name, p in policy.named_parameters()}
+    return [by_id[id(p)] for p in optimizer.param_groups[0]["params"]]
+
+
+def full_optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimizer) -> dict[int, dict[str, Any]]:
+    """The optimizer's per-parameter state by position, whole, on rank 0 ({} on the others); collective
+    when sharded."""
+    if not is_sharded(policy):
+        return optimizer.state_dict()["state"]
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    whole = get_optimizer_state_dict(policy, optimizer, options=_options())
+    index = {name: i for i, name in enumerate(_names(policy, optimizer))}
+    return {index[name]: state for name, state in whole.get("state", {}).items()}
+
+
+def load_full_optimizer_state(
+    policy: nn.Module, optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]]
+) -> None:
+    """Give the optimizer per-parameter state by position (as `full_optimizer_state` returns it), whole, on
+    every rank."""
+    if not is_sharded(policy):
+        optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+        return
+    from torch.distributed.tensor import distribute_tensor
+
+    for i, parameter in enumerate(optimizer.param_groups[0]["params"]):
+        if i in state:  # each rank cuts, from its own whole copy, the slice matching its slice of the weight
+            optimizer.state[parameter] = {
+                key: distribute_tensor(value, parameter.device_mesh, parameter.placements, src_data_rank=None)
+                if value.dim()
+                else value
+                for key, value in sorted(state[i].items())
+            }

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from ript_robot.config import RIPTConfig
 from ript_robot.policies.base import Batch, Policy
 from ript_robot.rl.advantage import leave_one_out_advantage
-from ript_robot.rl.distributed import all_reduce, data_parallel
+from ript_robot.rl.distributed import all_reduce, data_parallel, is_sharded
 from ript_robot.rl.sampling import Group
 
 
@@ -132,16 +132,28 @@ def ppo_update(
     Data-parallel: inside a torch.distributed process group (torchrun; gloo on CPU, NCCL on
     GPUs) every rank holds the same batch, parameters and generator seed, scores only its
     share of each minibatch, and the gradients are summed across ranks before the step, so
-    the update equals one process's on the whole minibatch (up to float rounding).
+    the update equals one process's on the whole minibatch (up to float rounding). A policy
+    sharded with FSDP (`rl.distributed.shard`) gets its gradients reduce-scattered by FSDP instead.
     """
     rank, world = data_parallel()
+    sharded = is_sharded(policy)
     parameters = policy.rl_parameters()
     policy.train()
+
+    def share_of(index: torch.Tensor) -> tuple[RolloutBatch, float]:
+        """This rank's share of `index`, and 1.0; an empty share is 0.0, scored on a stand-in sample when
+        sharded (every rank must run each forward and backward: they gather the weights together)."""
+        mine = index[rank::world]
+        if len(mine) or not sharded:
+            return batch.select(mine), 1.0
+        return batch.select(index[:1]), 0.0
+
     with torch.no_grad():
-        share = torch.arange(rank, len(batch), world)
-        mine = batch.select(share)
-        start = policy.log_prob(mine.inputs, mine.actions)
-        error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() if len(share) else torch.zeros(())
+        mine, weight = share_of(torch.arange(len(batch)))
+        error = torch.zeros(())
+        if len(mine):
+            start = policy.log_prob(mine.inputs, mine.actions)
+            error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() * weight
         initial_ratio_error = all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
     keys = ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
     sums = dict.fromkeys(keys, 0.0)
@@ -154,7 +166,7 @@ def ppo_update(
         for begin in range(0, len(batch), config.minibatch_size):
             minibatch = order[begin : begin + config.minibatch_size]
             tokens = max(float(batch.mask[minibatch].sum()), 1.0)
-            mb = batch.select(minibatch[rank::world])
+            mb, weight = share_of(minibatch)
             loss, diag = ppo_loss(
                 policy.log_prob(mb.inputs, mb.actions),
                 mb.old_log_prob,
@@ -164,10 +176,11 @@ def ppo_update(
                 config.clip_high,
                 tokens,
             )
+            loss, diag = loss * weight, {k: v * weight for k, v in diag.items()}
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * world if sharded else loss).backward()  # FSDP averages the ranks' gradients: undo it
             if world > 1:
-                for p in parameters:
+                for p in parameters if not sharded else ():
                     if p.grad is None:  # a rank with an empty share: it adds nothing
                         p.grad = torch.zeros_like(p)
                     dist.all_reduce(p.grad)
@@ -176,6 +189,8 @@ def ppo_update(
             else:
                 loss_value = loss.item()
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            if hasattr(grad_norm, "full_tensor"):  # sharded gradients give a distributed tensor
+                grad_norm = grad_norm.full_tensor()
             optimizer.step()
             for key, value in diag.items():
                 sums[key] += value

@@ -29,17 +29,26 @@ from ript_robot.config import RIPTConfig, TrainerConfig
 from ript_robot.data.backend import StoreError
 from ript_robot.data.checkpoints import (
     latest_version,
-    load_optimizer,
     load_published,
     publish_policy,
     published_versions,
     read_manifest,
+    read_optimizer,
     save_optimizer,
 )
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore, StoredGroup
 from ript_robot.policies.base import Policy
-from ript_robot.rl.distributed import broadcast, data_parallel
+from ript_robot.rl.distributed import (
+    barrier,
+    broadcast,
+    data_parallel,
+    full_optimizer_state,
+    full_state,
+    is_sharded,
+    load_full_optimizer_state,
+    shard,
+)
 from ript_robot.rl.ppo import build_batch, ppo_update
 from ript_robot.rl.sampling import ContextPool, Group, SamplingStats
 from ript_robot.train.logging import MetricsLogger
@@ -77,20 +86,30 @@ class StoreTrainer:
         """Resume from the store's latest policy, or publish `initial` as version 0.
 
         Returns True when it resumed. The optimizer state of the latest version is restored
-        when the store has it.
+        when the store has it. Under torchrun every rank calls it (rank 0 with `initial`): they
+        wait for each other here, and sharded ranks restore their slices together.
         """
         latest = latest_version(self.backend)
-        if latest is None:
+        policy = None
+        if latest is None and data_parallel()[0] == 0:
             if initial is None:
                 raise StoreError(f"{self.store.uri} has no published policy: give an initial checkpoint")
             initial.version = 0
             publish_policy(self.backend, initial, {"iteration": 0, "trained_on": [], "rejected": []})
-            self.policy = initial
-        else:
-            self.policy = load_published(self.backend, latest)
+            policy = initial
+        barrier()  # data-parallel ranks start together, from what rank 0 published (a no-op alone)
+        if policy is None:
+            latest = latest_version(self.backend)
+            policy = load_published(self.backend, latest)
+        self.policy = policy
+        if self.config.fsdp:
+            if data_parallel()[1] < 2:
+                raise StoreError("trainer.fsdp shards across torchrun ranks: start with torchrun --nproc-per-node 2+")
+            shard(self.policy)  # before the optimizer: it holds (and steps) only this rank's slices
         self.optimizer = torch.optim.Adam(self.policy.rl_parameters(), lr=self.ript.lr)
-        if latest is not None:
-            load_optimizer(self.backend, latest, self.optimizer)
+        saved = read_optimizer(self.backend, latest) if latest is not None else None
+        if saved is not None:
+            load_full_optimizer_state(self.policy, self.optimizer, saved)
         self.consumed = self._consumed()
         return latest is not None
 
@@ -144,6 +163,9 @@ class StoreTrainer:
             assert batch is not None, "rank 0 named groups without signal"
             ppo_update(self.policy, self.optimizer, batch, self.ript, self.generator)
             self.policy.version += 1
+            if is_sharded(self.policy):  # rank 0 gathers what it saves and publishes: take part
+                full_optimizer_state(self.policy, self.optimizer)
+                full_state(self.policy)
             updates += 1
         return updates
 
@@ -254,7 +276,7 @@ class StoreTrainer:
         self.policy.version = version + 1
         metrics["updated"] = True
         metrics["update_s"] = time.monotonic() - start
-        save_optimizer(self.backend, self.policy.version, self.optimizer)
+        save_optimizer(self.backend, self.policy.version, full_optimizer_state(self.policy, self.optimizer))
         trained_on = sorted(e.meta.episode_id for g in groups for e in g.episodes)
         publish_policy(
             self.backend,
@@ -265,6 +287,7 @@ class StoreTrainer:
                 "rejected": sorted(judged - set(trained_on)),
                 "metrics": metrics,
             },
+            full_state(self.policy),
         )
         self.consumed |= judged
         return metrics

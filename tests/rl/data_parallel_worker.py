@@ -1,4 +1,5 @@
-"""One rank of the data-parallel PPO test: a gloo process group on this CPU, the shared batch, one update."""
+"""One rank of the data-parallel PPO test: a gloo process group on this CPU, the shared batch, one update
+(the policy whole on every rank, or sharded across them with FSDP)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 import torch.distributed as dist
 
 from ript_robot.config import RIPTConfig
+from ript_robot.policies import load_policy
 from ript_robot.policies.base import Policy
+from ript_robot.rl.distributed import full_state, shard
 from ript_robot.rl.ppo import RolloutBatch, ppo_update
 
 
@@ -21,13 +24,17 @@ def update(policy: Policy, batch: RolloutBatch, config: RIPTConfig) -> dict[str,
     return ppo_update(policy, optimizer, batch, config, torch.Generator().manual_seed(0))
 
 
-def rank_main(rank: int, world: int, init_file: str, inputs: str, out: str) -> None:
+def rank_main(rank: int, world: int, init_file: str, inputs: str, out: str, fsdp: bool = False) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        policy, batch, config = torch.load(inputs, weights_only=False)
+        checkpoint, batch, config = torch.load(inputs, weights_only=False)
+        policy = load_policy(checkpoint)
+        if fsdp:
+            shard(policy)
         stats = update(policy, batch, config)
+        state = full_state(policy)  # gathered whole when sharded
         if rank == 0:
-            torch.save({"state": policy.state_dict(), "stats": stats}, Path(out))
+            torch.save({"state": state, "stats": stats}, Path(out))
     finally:
         dist.destroy_process_group()

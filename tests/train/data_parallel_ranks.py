@@ -15,23 +15,30 @@ from ript_robot.train.service import StoreTrainer
 ITERATIONS = 2
 
 
-def rank_main(rank: int, world: int, rendezvous: str, store_uri: str, out: str) -> None:
+def rank_main(
+    rank: int, world: int, rendezvous: str, store_uri: str, out: str, fsdp: bool = False, until: int = ITERATIONS
+) -> None:
+    """One rank: rank 0 trains (resuming the store if it has a policy) until version `until`, rank 1 follows."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    config = trainer_config().model_copy(update={"fsdp": fsdp})
     try:
         if rank == 0:
-            trainer = StoreTrainer(EpisodeStore(store_uri, create=True), contexts(8), ript_config(), trainer_config())
+            trainer = StoreTrainer(EpisodeStore(store_uri, create=True), contexts(8), ript_config(), config)
+            barrier()
+            trainer.start(tiny_policy())  # the ranks start together, from what rank 0 publishes
+            if trainer.schedule.finished():  # a resumed store: its last run marked the schedule done
+                trainer.schedule.reopen()
             fleet = FakeFleet(store_uri)
             fleet.start()
-            trainer.start(tiny_policy())
-            barrier()
-            trainer.run(ITERATIONS, progress=False)
+            trainer.run(until, progress=False)
             fleet.join(timeout=30)
         else:
-            barrier()  # as `ript train` does: the store and version 0 exist once rank 0 started
-            trainer = StoreTrainer(EpisodeStore(store_uri), contexts(8), ript_config(), trainer_config())
+            barrier()  # as `ript train` does: the store exists once rank 0 made its trainer
+            trainer = StoreTrainer(EpisodeStore(store_uri), contexts(8), ript_config(), config)
             trainer.start()
             updates = trainer.follow()
-            torch.save({"updates": updates, "state": trainer.policy.state_dict()}, out)
+            state = {} if fsdp else trainer.policy.state_dict()  # sharded: rank 0 published the gathered whole
+            torch.save({"updates": updates, "state": state}, out)
     finally:
         dist.destroy_process_group()
