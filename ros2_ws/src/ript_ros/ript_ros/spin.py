@@ -35,6 +35,11 @@ def spin(node: Node, executor: Executor | None = None, close: Callable[[], None]
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # Ctrl-C shuts the context down at once: a callback running then (a timer publishing) fails with
+        # "context is invalid". That is the shutdown asked for, not a fault; anything else still is.
+        if rclpy.ok(context=node.context):
+            raise
     finally:
         if close is not None:
             close()
