@@ -6,6 +6,11 @@ Rank 0 is the trainer of `train.service`: it schedules, waits for the actors' gr
 publishes; the other ranks follow it, each update on the episodes rank 0 names, and the
 PPO update (`rl.ppo.ppo_update`) sums their gradients, so N ranks make one process's
 update N times faster per step. Without torchrun everything here is a no-op.
+
+With `trainer.fsdp` the ranks also shard the policy (`shard`, FSDP2's fully_shard): each holds
+a slice of every weight, gradient and Adam moment, so a model no single device holds trains
+across several. FSDP reduce-scatters the gradients, and what is published or saved is gathered
+whole first (`full_state`, `full_optimizer_state`: collective, every rank calls them).
 """
 
 from __future__ import annotations

@@ -179,11 +179,12 @@ def ppo_update(
             loss, diag = loss * weight, {k: v * weight for k, v in diag.items()}
             optimizer.zero_grad(set_to_none=True)
             (loss * world if sharded else loss).backward()  # FSDP averages the ranks' gradients: undo it
-            if world > 1:
-                for p in parameters if not sharded else ():
+            if world > 1 and not sharded:
+                for p in parameters:
                     if p.grad is None:  # a rank with an empty share: it adds nothing
                         p.grad = torch.zeros_like(p)
                     dist.all_reduce(p.grad)
+            if world > 1:
                 summed = all_reduce(torch.tensor([loss.item(), *diag.values()], dtype=torch.float64))
                 loss_value, diag = summed[0].item(), dict(zip(diag, summed[1:].tolist(), strict=True))
             else:

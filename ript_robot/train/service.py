@@ -45,7 +45,6 @@ from ript_robot.rl.distributed import (
     data_parallel,
     full_optimizer_state,
     full_state,
-    is_sharded,
     load_full_optimizer_state,
     shard,
 )
@@ -163,11 +162,14 @@ class StoreTrainer:
             assert batch is not None, "rank 0 named groups without signal"
             ppo_update(self.policy, self.optimizer, batch, self.ript, self.generator)
             self.policy.version += 1
-            if is_sharded(self.policy):  # rank 0 gathers what it saves and publishes: take part
-                full_optimizer_state(self.policy, self.optimizer)
-                full_state(self.policy)
+            self._gathered()  # when sharded, rank 0 gathers what it saves and publishes: take part
             updates += 1
         return updates
+
+    def _gathered(self) -> tuple[dict[int, dict[str, Any]], dict[str, torch.Tensor]]:
+        """The optimizer state and checkpoint tensors to save and publish, whole (collective when sharded:
+        every rank calls it after each update, in this order)."""
+        return full_optimizer_state(self.policy, self.optimizer), full_state(self.policy)
 
     def _schedule(self, contexts: list[Context]) -> None:
         if contexts:
@@ -276,7 +278,8 @@ class StoreTrainer:
         self.policy.version = version + 1
         metrics["updated"] = True
         metrics["update_s"] = time.monotonic() - start
-        save_optimizer(self.backend, self.policy.version, full_optimizer_state(self.policy, self.optimizer))
+        optimizer_state, state = self._gathered()
+        save_optimizer(self.backend, self.policy.version, optimizer_state)
         trained_on = sorted(e.meta.episode_id for g in groups for e in g.episodes)
         publish_policy(
             self.backend,
@@ -287,7 +290,7 @@ class StoreTrainer:
                 "rejected": sorted(judged - set(trained_on)),
                 "metrics": metrics,
             },
-            full_state(self.policy),
+            state,
         )
         self.consumed |= judged
         return metrics
