@@ -52,7 +52,8 @@ def pretrain_and_sft(cfg: QuickstartConfig, log: MetricsLogger, progress: bool =
     env = PickEnv(cfg.task.image_size, cfg.task.max_steps)
     policy = make_policy(cfg.policy, env.spec)
     n = cfg.pretrain_demos_per_task
-    if n > 0 and cfg.pretrain.steps > 0:
+    pretrained = n > 0 and cfg.pretrain.steps > 0
+    if pretrained:
         seeds = range(PRETRAIN_DEMO_SEEDS, PRETRAIN_DEMO_SEEDS + n)
         contexts = [c for scene in cfg.task.pretrain_scenes for c in make_contexts(scene, seeds)]
         demos = record_demonstrations(env, contexts, expert_action)
@@ -60,7 +61,9 @@ def pretrain_and_sft(cfg: QuickstartConfig, log: MetricsLogger, progress: bool =
         log.log("pretrain", cfg.pretrain.steps, {"demos": len(demos), "bc_loss": float(np.mean(losses[-50:]))})
     seeds = range(TARGET_DEMO_SEEDS, TARGET_DEMO_SEEDS + cfg.target_demos_per_task)
     demos = record_demonstrations(env, make_contexts(cfg.task.target_scene, seeds), expert_action)
-    losses = behaviour_cloning(policy, chunk_dataset(policy, demos), cfg.sft, cfg.seed + 1, "SFT", progress)
+    losses = behaviour_cloning(
+        policy, chunk_dataset(policy, demos), cfg.sft, cfg.seed + 1, "SFT", progress, finetune=pretrained
+    )
     log.log("sft", cfg.sft.steps, {"demos": len(demos), "bc_loss": float(np.mean(losses[-50:])) if losses else 0.0})
     return policy
 

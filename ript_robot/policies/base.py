@@ -59,6 +59,7 @@ class Policy(nn.Module, ABC):
         """
 
     sft_stages: tuple[str, ...] = ("policy",)  # behaviour-cloning stages, trained in this order
+    finetune_stages: tuple[str, ...] = ("policy",)  # the stages SFT of an already pretrained policy runs
 
     @abstractmethod
     def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:

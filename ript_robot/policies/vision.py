@@ -1,11 +1,14 @@
 """The observation encoder every light policy family shares: camera keypoints, state and instruction.
 
 A small CNN ends in a spatial softmax (expected keypoint coordinates), which localizes
-objects and generalizes across layouts from few demonstrations; the instruction, hashed
-into a word vocabulary and averaged, modulates the conv features (FiLM) so keypoints follow
-the named object. Several cameras (LIBERO's agent view and wrist camera) share the encoder
-and their keypoints are concatenated. Families differ only in what they put on top of
-`features()`: the chunked policy a Gaussian chunk head, the QueST-style policy a skill prior.
+objects and generalizes across layouts from few demonstrations. Pixels enter centred on 0
+(`pixel_mean`, kept in checkpoints): from all-positive [0, 1] inputs, most first-layer ReLUs
+died early in training (11-14 of 16), and with them, in some seeds, all the perception the
+policy could learn. The instruction, hashed into a word vocabulary and averaged, modulates
+the conv features (FiLM) so keypoints follow the named object. Several cameras (LIBERO's
+agent view and wrist camera) share the encoder and their keypoints are concatenated.
+Families differ only in what they put on top of `features()`: the chunked policy a Gaussian
+chunk head, the QueST-style policy a skill prior.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class VisionLanguagePolicy(ConfiguredPolicy):
         config = self.config
         c = config.channels
         self.words = nn.EmbeddingBag(VOCAB_SIZE, WORD_DIM, mode="mean", padding_idx=0)
+        self.register_buffer("pixel_mean", torch.tensor(0.5))  # in checkpoints: those of uncentred encoders refuse
         self.conv1 = nn.Conv2d(3, c, 8, stride=4, padding=2)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1)
         self.film = nn.Linear(WORD_DIM, 2 * c)
@@ -87,7 +91,7 @@ class VisionLanguagePolicy(ConfiguredPolicy):
     def features(self, batch: Batch) -> torch.Tensor:
         """The observation as one vector (B, feature_dim): keypoints of every camera, state, instruction."""
         b, n = batch["image"].shape[:2]  # (B, N cameras, H, W, 3): one encoder for every camera
-        image = batch["image"].flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0
+        image = batch["image"].flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0 - self.pixel_mean
         words = self.words(batch["tokens"])
         x = F.relu(self.conv1(image))
         gamma, beta = self.film(words).repeat_interleave(n, dim=0).chunk(2, dim=-1)

@@ -58,21 +58,24 @@ def behaviour_cloning(
     seed: int = 0,
     desc: str = "SFT",
     progress: bool = True,
+    finetune: bool = False,
 ) -> list[float]:
     """Minimize the BC loss for `config.steps` minibatches per stage of the policy; returns the loss per step.
 
-    Families trained in stages (`policy.sft_stages`, QueST's autoencoder then prior) run
-    them in order, each with a fresh optimizer; parameters a stage's loss does not reach
-    keep their values (their gradient stays None, so neither Adam nor weight decay moves them).
+    Families trained in stages (`policy.sft_stages`, QueST's autoencoder then prior; with
+    `finetune`, a pretrained policy's `finetune_stages`) run them in order, each with a fresh
+    optimizer; parameters a stage's loss does not reach keep their values (their gradient
+    stays None, so neither Adam nor weight decay moves them).
     """
     if config.steps == 0:
         return []
     generator = torch.Generator().manual_seed(seed)
     losses = []
-    for stage in policy.sft_stages:
+    stages = policy.finetune_stages if finetune else policy.sft_stages
+    for stage in stages:
         optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         policy.train()
-        name = desc if len(policy.sft_stages) == 1 else f"{desc} ({stage})"
+        name = desc if len(stages) == 1 else f"{desc} ({stage})"
         bar = tqdm(range(config.steps), desc=name, disable=not progress, leave=False)
         for _ in bar:
             index = torch.randint(len(dataset), (min(config.batch_size, len(dataset)),), generator=generator)

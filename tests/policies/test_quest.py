@@ -122,3 +122,15 @@ def test_save_and_load_keep_family_config_and_samples(tmp_path):
 def test_a_config_whose_tokens_do_not_divide_the_chunk_is_refused():
     with pytest.raises(ValueError, match="must divide chunk_size"):
         PolicyConfig(family="quest", chunk_size=6, quest=QuestConfig(actions_per_token=4))
+
+
+def test_finetuning_a_pretrained_policy_keeps_its_skill_vocabulary():
+    policy = quest_policy()
+    data = demo_dataset(policy)
+    behaviour_cloning(policy, data, SFTConfig(steps=20, batch_size=32, lr=3e-3), progress=False)
+    pretrained = snapshot(policy)
+    losses = behaviour_cloning(policy, data, SFTConfig(steps=20, batch_size=32, lr=3e-3), progress=False, finetune=True)
+    assert len(losses) == 20  # one stage: the prior
+    moved = changed(pretrained, policy)
+    assert any(k.startswith("prior.") for k in moved)
+    assert not any(k.startswith(("encoder.", "decoder.")) for k in moved)  # every token decodes as before
