@@ -40,6 +40,21 @@ IMAGE_SIZE = 32
 TINY = {"hidden_dim": 32, "channels": 4, "keypoints": 4, "chunk_size": 4}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--learning-seed",
+        type=int,
+        default=0,
+        help="seed the learning tests train with (benchmarks/learning_tests.py runs them under several)",
+    )
+
+
+@pytest.fixture(scope="session")
+def learning_seed(request: pytest.FixtureRequest) -> int:
+    """The seed a learning test (marked `learning`) trains with: --learning-seed, 0 by default."""
+    return request.config.getoption("--learning-seed")
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     random.seed(0)

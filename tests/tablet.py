@@ -3,6 +3,7 @@ on loopback, the simulated arm, headless Chromium, a trained success detector.""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ from sim_bridge.label_robot import SimRobot
 from sim_bridge.pick_outcomes import outcome_episodes
 
 DETECTOR_EPISODES, DETECTOR_STEPS = 3000, 1000
-CHROMIUM = "/usr/bin/chromium"  # Debian's (apt-get install chromium); playwright's own download is not reachable here
+# Debian's (apt-get install chromium; scripts/test installs it), or RIPT_CHROMIUM; playwright's own download is not
+# reachable here
+CHROMIUM = os.environ.get("RIPT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -87,7 +90,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"the browser tests need Chromium at {CHROMIUM}: apt-get install chromium")
+        pytest.fail(f"the browser tests need Chromium at {CHROMIUM}: run scripts/test, or set RIPT_CHROMIUM to yours")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -103,8 +106,8 @@ def tablet(browser):
 
 
 @pytest.fixture(scope="session")
-def trained_detector() -> tuple[SuccessDetector, dict]:
+def trained_detector(learning_seed: int) -> tuple[SuccessDetector, dict]:
     """A success detector trained on the simulator's labels of scripted built-in-task episodes."""
-    episodes = outcome_episodes(DETECTOR_EPISODES, IMAGE_SIZE, seed=0)
+    episodes = outcome_episodes(DETECTOR_EPISODES, IMAGE_SIZE, seed=learning_seed)
     config = DetectorConfig(image_size=IMAGE_SIZE, steps=DETECTOR_STEPS)
-    return fit_detector(episode_examples(episodes, config, "top"), config, "top", seed=0, progress=False)
+    return fit_detector(episode_examples(episodes, config, "top"), config, "top", seed=learning_seed, progress=False)

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import make_env, tiny_policy
 from rclpy.node import Node
 from ript_ros.policy_node import RELIABLE
@@ -106,6 +107,7 @@ def _try(request):
     return response if response.status_code == 200 else None
 
 
+@pytest.mark.learning
 def test_the_detector_node_judges_arm_episodes_and_labels_only_what_it_is_sure_of(
     tmp_path: Path, trained_detector
 ) -> None:
