@@ -1,6 +1,6 @@
 """What CI and a newcomer meet: the learning tests' pass rate over seeds, and the README's commands on a fresh clone.
 
-    python benchmarks/ci.py learning [--seeds 0 1 2 3 4]   # each learning test once per seed
+    python benchmarks/ci.py learning [--seeds 0 1 2 3 4] [-k EXPR]   # each learning test once per seed
     python benchmarks/ci.py fresh-clone                     # the README's two commands in a fresh clone of HEAD
 
 `learning` runs `pytest -m learning --learning-seed S` once per seed, each in its own process with
@@ -52,46 +52,33 @@ def outcomes(junit: Path) -> dict[str, tuple[bool, str, dict[str, str]]]:
     return result
 
 
-def learning(seeds: list[int]) -> dict:
-    """Run the learning tests once per seed; passes per test, with each failure's seed and message."""
-    passes: dict[str, int] = defaultdict(int)
-    runs: dict[str, int] = defaultdict(int)
-    failures: list[dict] = []
-    figures_per_seed: dict[str, dict[int, dict[str, str]]] = defaultdict(dict)
+def learning(seeds: list[int], select: str | None) -> dict:
+    """Run the learning tests (those `select` names, as pytest -k) once per seed; passes per test.
+
+    Tests run here replace their earlier entries in ci.json; the others keep theirs."""
+    runs: dict[str, dict[int, dict]] = defaultdict(dict)  # test -> seed -> passed, failure message, figures
     seconds = []
     work = Path(tempfile.mkdtemp(prefix="ript-learning-tests-"))
+    command = [sys.executable, "-m", "pytest", "-m", "learning", "-p", "no:cacheprovider", "-q"]
+    command += ["-o", "junit_family=xunit1", *(["-k", select] if select else [])]  # xunit1 keeps the figures
     for seed in seeds:
         junit = work / f"seed{seed}.xml"
         start = time.monotonic()
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-m",
-            "learning",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-o",
-            "junit_family=xunit1",
-        ]
         subprocess.run([*command, f"--learning-seed={seed}", f"--junitxml={junit}"], cwd=ROOT, check=False)
         seconds.append(round(time.monotonic() - start, 1))
         for test, (passed, message, recorded) in outcomes(junit).items():
-            runs[test] += 1
-            passes[test] += passed
-            figures_per_seed[test][seed] = recorded
-            if not passed:
-                failures.append({"test": test, "seed": seed, "message": message})
-        print(f"seed {seed}: {seconds[-1]:.0f} s; so far {dict(passes)} of {dict(runs)}", flush=True)
-    figures = {
-        "learning_tests": {test: f"{passes[test]}/{runs[test]}" for test in sorted(runs)},
-        "learning_test_seeds": seeds,
-        "learning_test_failures": failures,
-        "learning_test_figures": figures_per_seed,
-        "learning_test_seconds_per_seed": seconds,
-    }
-    return save(figures)
+            runs[test][seed] = {"passed": passed, "message": message, **recorded}
+        tally = {test.split("::")[-1]: sum(r["passed"] for r in per.values()) for test, per in runs.items()}
+        print(f"seed {seed}: {seconds[-1]:.0f} s; passes so far {tally}", flush=True)
+    current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    counts = {test: f"{sum(r['passed'] for r in per.values())}/{len(per)}" for test, per in runs.items()}
+    return save(
+        {
+            "learning_tests": dict(sorted({**current.get("learning_tests", {}), **counts}.items())),
+            "learning_test_runs": {**current.get("learning_test_runs", {}), **runs},
+            "learning_test_seconds": {**current.get("learning_test_seconds", {}), select or "all": seconds},
+        }
+    )
 
 
 def readme_commands(readme: str) -> tuple[str, str]:
@@ -127,12 +114,12 @@ def fresh_clone() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("learning", help="each learning test once per seed").add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4]
-    )
+    learning_parser = sub.add_parser("learning", help="each learning test once per seed")
+    learning_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    learning_parser.add_argument("-k", dest="select", help="only the learning tests this pytest -k expression names")
     sub.add_parser("fresh-clone", help="the README's two commands in a fresh clone of HEAD")
     args = parser.parse_args()
-    figures = learning(args.seeds) if args.what == "learning" else fresh_clone()
+    figures = learning(args.seeds, args.select) if args.what == "learning" else fresh_clone()
     print(json.dumps(figures, indent=2))
 
 

@@ -34,7 +34,7 @@ SFT_CEILING = 0.5  # success on the training contexts after SFT on one demonstra
 
 # Trainer and actors through the store: the plumbing and a lift, on the smallest budget that shows one (each
 # version samples 48 groups once: 384 rollouts). The long run is benchmarks/distributed_learning.py.
-DISTRIBUTED_ITERATIONS = 6
+DISTRIBUTED_ITERATIONS = 8
 DISTRIBUTED_BUDGET = [f"ript.iterations={DISTRIBUTED_ITERATIONS}", "ript.max_sampling_rounds=1"]
 LIFT_THROUGH_THE_STORE = 0.08  # sampled success, last version against the SFT policy, 512 rollouts each
 
