@@ -131,17 +131,25 @@ def _store(cfg: QuickstartConfig, args: argparse.Namespace) -> EpisodeStore:
 def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     import torch
 
-    from ript_robot.data.checkpoints import latest_version
-    from ript_robot.policies import load_policy
-    from ript_robot.rl.distributed import barrier, init_from_env
-    from ript_robot.train.logging import MetricsLogger
-    from ript_robot.train.service import StoreTrainer
-    from sim_bridge.quickstart import context_sets, pretrain_and_sft
+    from ript_robot.rl.distributed import init_from_env, membership
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     rank, world = init_from_env()  # under torchrun: data-parallel ranks, rank 0 leads
+    with membership():
+        _train_rank(cfg, args, rank, world)
+
+
+def _train_rank(cfg: QuickstartConfig, args: argparse.Namespace, rank: int, world: int) -> None:
+    """One trainer process: rank 0 leads (pretrains or resumes, schedules, publishes), the others follow."""
+    from ript_robot.data.checkpoints import latest_version
+    from ript_robot.policies import load_policy
+    from ript_robot.rl.distributed import barrier
+    from ript_robot.train.logging import MetricsLogger
+    from ript_robot.train.service import StoreTrainer
+    from sim_bridge.quickstart import context_sets, pretrain_and_sft
+
     train, _ = context_sets(cfg)
     if rank > 0:
         barrier()  # rank 0 creates the store first

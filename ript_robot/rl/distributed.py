@@ -16,11 +16,24 @@ whole first (`full_state`, `full_optimizer_state`: collective, every rank calls 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+# Imported here, before any process group exists: imported after init_process_group, FSDP's and
+# distributed checkpoint's modules keep the group alive past destroy_process_group, so its gloo
+# threads outlive it and die with the interpreter, sometimes aborting a rank that had finished.
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+from torch.distributed.tensor import distribute_tensor
 
 
 def init_from_env(backend: str = "") -> tuple[int, int]:
@@ -61,14 +74,28 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextmanager
+def membership() -> Iterator[None]:
+    """Leave the process group joined before the block (a no-op without one) when the block ends: once
+    every rank got there, or at once after an error (the others may never come). A rank that tore its
+    gloo connections down while a peer still finished its last collective made that peer abort at exit."""
+    try:
+        yield
+    except BaseException:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        raise
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 FORWARD_METHODS = ("log_prob", "sample", "bc_loss")  # policy entry points that gather the sharded weights
 
 
 def shard(policy: nn.Module) -> nn.Module:
     """Shard the policy across the process group with FSDP2: each block of its ModuleLists (the transformer
     layers of a VLM) is its own unit, the rest is the root's. Returns the policy, sharded in place."""
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
-
     blocks = [block for container in policy.modules() if isinstance(container, nn.ModuleList) for block in container]
     for block in reversed(blocks):  # inner units before the units that hold them
         fully_shard(block)
@@ -80,14 +107,10 @@ def shard(policy: nn.Module) -> nn.Module:
 
 def is_sharded(module: nn.Module) -> bool:
     """Whether `shard` (FSDP2) sharded this module."""
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(module, FSDPModule)
 
 
 def _options() -> Any:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -96,8 +119,6 @@ def full_state(policy: nn.Module) -> dict[str, torch.Tensor]:
     state = policy.checkpoint_state()
     if not is_sharded(policy):
         return state
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
     whole = get_model_state_dict(policy, options=_options())
     return {key: whole[key] for key in state} if whole else {}
 
@@ -113,8 +134,6 @@ def full_optimizer_state(policy: nn.Module, optimizer: torch.optim.Optimizer) ->
     when sharded."""
     if not is_sharded(policy):
         return optimizer.state_dict()["state"]
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
     whole = get_optimizer_state_dict(policy, optimizer, options=_options())
     index = {name: i for i, name in enumerate(_names(policy, optimizer))}
     return {index[name]: state for name, state in whole.get("state", {}).items()}
@@ -128,8 +147,6 @@ def load_full_optimizer_state(
     if not is_sharded(policy):
         optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
         return
-    from torch.distributed.tensor import distribute_tensor
-
     for i, parameter in enumerate(optimizer.param_groups[0]["params"]):
         if i in state:  # each rank cuts, from its own whole copy, the slice matching its slice of the weight
             optimizer.state[parameter] = {

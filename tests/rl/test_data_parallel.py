@@ -31,6 +31,11 @@ def test_two_gloo_ranks_make_the_same_update_as_one_process(tmp_path: Path, fami
     expected = update(reference, batch, config)
     mp.spawn(rank_main, args=(2, str(tmp_path / "rendezvous"), str(inputs), str(tmp_path / "out.pt"), fsdp), nprocs=2)
     result = torch.load(tmp_path / "out.pt", weights_only=False)
+    # a group kept alive past destroy_process_group left its gloo threads to die with the interpreter,
+    # which aborted a rank now and then (SIGABRT after its work was done). Sharded, DTensor's global
+    # sharding caches hold the group's mesh whatever we do, so only whole copies are held to this.
+    if not fsdp:
+        assert not [name for name in result["threads_left"] if "gloo" in name], result["threads_left"]
 
     moved = [k for k, v in reference.state_dict().items() if not torch.equal(v, policy.state_dict()[k])]
     assert moved, "the update should change the policy"

@@ -9,7 +9,7 @@ from fake_fleet import FakeFleet, contexts
 from test_service import ript_config, trainer_config
 
 from ript_robot.data import EpisodeStore
-from ript_robot.rl.distributed import barrier
+from ript_robot.rl.distributed import barrier, membership
 from ript_robot.train.service import StoreTrainer
 
 ITERATIONS = 2
@@ -22,7 +22,7 @@ def rank_main(
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     config = trainer_config().model_copy(update={"fsdp": fsdp})
-    try:
+    with membership():
         if rank == 0:
             trainer = StoreTrainer(EpisodeStore(store_uri, create=True), contexts(8), ript_config(), config)
             barrier()
@@ -40,5 +40,3 @@ def rank_main(
             updates = trainer.follow()
             state = {} if fsdp else trainer.policy.state_dict()  # sharded: rank 0 published the gathered whole
             torch.save({"updates": updates, "state": state}, out)
-    finally:
-        dist.destroy_process_group()
