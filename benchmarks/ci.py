@@ -30,9 +30,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "ci.json"
 
 
 def save(figures: dict) -> dict:
-    """Merge `figures` into ci.json; returns the whole file's contents."""
+    """Merge `figures` into ci.json, one level deep (a dict's entries replace those of the same name, the
+    others stay); returns the whole file's contents."""
     current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    current.update(figures)
+    for key, value in figures.items():
+        merged = isinstance(value, dict) and isinstance(current.get(key), dict)
+        current[key] = {**current[key], **value} if merged else value
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(current, indent=2) + "\n")
     return current
@@ -70,13 +73,12 @@ def learning(seeds: list[int], select: str | None) -> dict:
             runs[test][seed] = {"passed": passed, "message": message, **recorded}
         tally = {test.split("::")[-1]: sum(r["passed"] for r in per.values()) for test, per in runs.items()}
         print(f"seed {seed}: {seconds[-1]:.0f} s; passes so far {tally}", flush=True)
-    current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     counts = {test: f"{sum(r['passed'] for r in per.values())}/{len(per)}" for test, per in runs.items()}
     return save(
         {
-            "learning_tests": dict(sorted({**current.get("learning_tests", {}), **counts}.items())),
-            "learning_test_runs": {**current.get("learning_test_runs", {}), **runs},
-            "learning_test_seconds": {**current.get("learning_test_seconds", {}), select or "all": seconds},
+            "learning_tests": counts,
+            "learning_test_runs": dict(runs),
+            "learning_test_seconds": {select or "all": seconds},
         }
     )
 

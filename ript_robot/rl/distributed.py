@@ -76,16 +76,17 @@ def barrier() -> None:
 
 @contextmanager
 def membership() -> Iterator[None]:
-    """Leave the process group joined before the block (a no-op without one) when the block ends: once
-    every rank got there, or at once after an error (the others may never come). A rank that tore its
-    gloo connections down while a peer still finished its last collective made that peer abort at exit."""
+    """Leave the process group joined before the block (a no-op without one) when the block ends: after a
+    barrier when it ended normally, so no rank tears its connections down under a peer's last collective;
+    at once after an error, since the other ranks may never reach a barrier."""
+    joined = dist.is_available() and dist.is_initialized()
     try:
         yield
     except BaseException:
-        if dist.is_available() and dist.is_initialized():
+        if joined:
             dist.destroy_process_group()
         raise
-    if dist.is_available() and dist.is_initialized():
+    if joined:
         dist.barrier()
         dist.destroy_process_group()
 
