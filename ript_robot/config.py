@@ -13,8 +13,9 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -229,15 +230,41 @@ class SafetyConfig(ConfigModel):
     """Limits the safety filter enforces on every command (on by default)."""
 
     enabled: bool = Field(True, description="apply the limits (turn off only in simulation)")
-    action_low: float = Field(-1.0, description="lower bound of each action dimension")
-    action_high: float = Field(1.0, description="upper bound of each action dimension")
+    action_low: list[float] = Field(
+        default_factory=lambda: [-1.0], description="lower bound per action dimension (one value: every dimension)"
+    )
+    action_high: list[float] = Field(
+        default_factory=lambda: [1.0], description="upper bound per action dimension (one value: every dimension)"
+    )
     workspace: str = Field("", description="workspace calibration YAML (box, keep-out, per-step limits); '' for none")
+
+    @field_validator("action_low", "action_high", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, (int, float)) else value
 
     @model_validator(mode="after")
     def _check_bounds(self) -> SafetyConfig:
-        if self.action_low >= self.action_high:
-            raise ValueError(f"action_low ({self.action_low}) must be below action_high ({self.action_high})")
+        low, high = self.action_low, self.action_high
+        if not low or not high or (len(low) != len(high) and 1 not in (len(low), len(high))):
+            raise ValueError(
+                f"action_low ({low}) and action_high ({high}) need one value each, or one per action dimension"
+            )
+        if not np.all(np.isfinite(low + high)) or not np.all(np.asarray(low) < np.asarray(high)):
+            raise ValueError(f"action_low ({low}) must be finite and below action_high ({high}) on every dimension")
         return self
+
+    def bounds(self, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) as float32 arrays of length `action_dim`; ValueError when the lists fit another size."""
+        out = []
+        for name, values in (("action_low", self.action_low), ("action_high", self.action_high)):
+            if len(values) not in (1, action_dim):
+                raise ValueError(
+                    f"runtime.safety.{name} has {len(values)} values for a {action_dim}-dim action: "
+                    f"give one value, or {action_dim}"
+                )
+            out.append(np.broadcast_to(np.asarray(values, np.float32), (action_dim,)).copy())
+        return out[0], out[1]
 
 
 def load_workspace(path: str | Path) -> WorkspaceCalibration:

@@ -40,12 +40,15 @@ class Observation:
 
     images: camera name -> uint8 array of shape (H, W, 3), RGB.
     state: proprioception, float32 vector (units defined by the env's `EnvSpec`).
+    stamps: capture time of each input (`camera/<name>`, `joint_states`, `ee_pose`) in seconds
+    of the robot's clock, as its driver stamped it; empty in simulation.
     """
 
     images: dict[str, np.ndarray]
     state: np.ndarray
     instruction: str
     timestamp: float = field(default_factory=time.monotonic)
+    stamps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

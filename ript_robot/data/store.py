@@ -125,7 +125,9 @@ class EpisodeStore:
         sent = 0
         for record in episode.steps:
             while sent < len(episode.chunks) and sent <= record.chunk_index:
-                w.add_chunk(episode.meta.episode_id, episode.chunks[sent], episode.chunk_observations[sent])
+                planned = episode.chunk_observations[sent]
+                step = next((r.step for r in episode.steps if r.observation is planned), None)
+                w.add_chunk(episode.meta.episode_id, episode.chunks[sent], planned, step)
                 sent += 1
             w.add_step(episode.meta.episode_id, record)
         w.end(episode.meta, episode.final)
@@ -204,6 +206,7 @@ class EpisodeStore:
         meta = record.meta
         starts = list(attrs.get("chunk_starts", []))
         clipped = set(attrs.get("safety_clipped_steps", []))
+        stamp_inputs = list(attrs.get("capture_stamp_inputs", []))
         num_steps = len(arrays["state"])
         chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(num_steps), side="right") - 1
         steps = []
@@ -218,6 +221,7 @@ class EpisodeStore:
                 arrays["state"][t],
                 meta.context.instruction,
                 float(arrays["timestamps"][t]),
+                dict(zip(stamp_inputs, map(float, arrays["capture_stamps"][t]), strict=True)) if stamp_inputs else {},
             )
             chunk = int(chunk_of_step[t]) if starts else 0
             steps.append(StepRecord(t, float(arrays["timestamps"][t]), obs, arrays["actions"][t], chunk, t in clipped))
@@ -225,7 +229,8 @@ class EpisodeStore:
             ActionChunk(arrays["chunk_actions"][c], arrays["chunk_log_prob"][c], meta.policy_version)
             for c in range(len(starts))
         ]
-        return Episode(meta, steps, chunks, [steps[s].observation for s in starts])
+        planned_from = attrs.get("chunk_observation_steps", starts)  # stores from before planning ahead: the starts
+        return Episode(meta, steps, chunks, [steps[s].observation for s in planned_from])
 
     def cameras(self, episode_id: str) -> list[str]:
         """The names of the cameras an episode kept frames of, sorted."""
@@ -373,6 +378,8 @@ def _array_names(group: zarr.Group) -> list[str]:
             names.append("frame_steps")
     if "chunk_actions" in group:
         names += ["chunk_actions", "chunk_log_prob"]
+    if "capture_stamps" in group:
+        names.append("capture_stamps")
     return names
 
 

@@ -16,10 +16,14 @@ Layout of one episode group, readable with a plain `zarr.open_group`:
     state            float32 (T, S)       proprioception at each step
     actions          float32 (T, A)       command sent after the safety filter
     timestamps       float64 (T,)         wall-clock time of each step, seconds
+    capture_stamps   float64 (T, N)       on an arm: the drivers' capture stamp of each input the
+                                          step used (names in `capture_stamp_inputs`), seconds
     chunk_actions    float32 (C, H, A)    each action chunk as sampled by the policy
     chunk_log_prob   float32 (C, H)       per-action log-probability under the sampling policy
-    attributes       the `EpisodeMeta` fields, `chunk_starts` (step at which each chunk was
-                     planned: its observation), `safety_clipped_steps`
+    attributes       the `EpisodeMeta` fields, `chunk_starts` (the first step each chunk
+                     executed), `chunk_observation_steps` (the step whose observation each chunk
+                     was planned from: its start in lock step, earlier on an arm that plans
+                     ahead while the previous chunk plays), `safety_clipped_steps`
 Every chunk of every array carries a CRC32C checksum, so corruption is detected on read.
 """
 
@@ -57,6 +61,8 @@ class _Staged:
     chunk_actions: list[np.ndarray] = field(default_factory=list)
     chunk_log_prob: list[np.ndarray] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)
+    chunk_observation_steps: list[int] = field(default_factory=list)
+    stamp_inputs: list[str] = field(default_factory=list)
     frame_steps: list[int] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
     created: set[str] = field(default_factory=set)  # arrays already in the store
@@ -105,8 +111,10 @@ class EpisodeWriter:
     def begin(self, meta: EpisodeMeta) -> None:
         self._put(("begin", meta))
 
-    def add_chunk(self, episode_id: str, chunk: ActionChunk, observation: Observation) -> None:
-        self._put(("chunk", episode_id, chunk))
+    def add_chunk(
+        self, episode_id: str, chunk: ActionChunk, observation: Observation, planned_step: int | None = None
+    ) -> None:
+        self._put(("chunk", episode_id, chunk, planned_step))
 
     def add_step(self, episode_id: str, record: StepRecord) -> None:
         self._put(("step", episode_id, record))
@@ -183,6 +191,7 @@ class EpisodeWriter:
             staged.chunk_actions.append(np.asarray(chunk.actions, np.float32))
             staged.chunk_log_prob.append(np.asarray(chunk.step_log_prob, np.float32))
             staged.chunk_starts.append(staged.received)
+            staged.chunk_observation_steps.append(staged.received if item[3] is None else item[3])
         else:
             record: StepRecord = item[2]
             if record.observation.images:  # steps without a frame: the runtime kept none (RuntimeConfig.frame_every)
@@ -190,6 +199,11 @@ class EpisodeWriter:
             staged.steps["state"].append(np.asarray(record.observation.state, np.float32))
             staged.steps["actions"].append(np.asarray(record.action, np.float32))
             staged.steps["timestamps"].append(np.float64(record.timestamp))
+            stamps = record.observation.stamps
+            if stamps:  # an arm's inputs: the drivers' capture stamps, in a fixed order per episode
+                staged.stamp_inputs = staged.stamp_inputs or sorted(stamps)
+                row = [stamps.get(name, np.nan) for name in staged.stamp_inputs]
+                staged.steps.setdefault("capture_stamps", []).append(np.asarray(row, np.float64))
             if record.safety_clipped:
                 staged.clipped.append(record.step)
             staged.received += 1
@@ -231,7 +245,7 @@ class EpisodeWriter:
                 array.append(block, axis=0)
         staged.images = {cam: [] for cam in staged.images}
         staged.frame_steps = []
-        staged.steps = {name: [] for name in STEP_ARRAYS}
+        staged.steps = {name: [] for name in staged.steps}
         staged.written = staged.received
 
     def _commit(self, meta: EpisodeMeta, final: Observation | None) -> None:
@@ -252,6 +266,9 @@ class EpisodeWriter:
                 staged.group.create_array(name, data=block, chunks=block.shape, compressors=self._codecs)
         attrs = meta_to_dict(meta)
         attrs["chunk_starts"] = staged.chunk_starts
+        attrs["chunk_observation_steps"] = staged.chunk_observation_steps
+        if staged.stamp_inputs:
+            attrs["capture_stamp_inputs"] = staged.stamp_inputs
         attrs["safety_clipped_steps"] = staged.clipped
         staged.group.attrs.update({"ript_episode": attrs})
         self.store.backend.promote(_staging(meta.episode_id), f"episodes/{meta.episode_id}")

@@ -31,7 +31,11 @@ class EpisodeSink(Protocol):
 
     def begin(self, meta: EpisodeMeta) -> None: ...
 
-    def add_chunk(self, episode_id: str, chunk: ActionChunk, observation: Observation) -> None: ...
+    def add_chunk(
+        self, episode_id: str, chunk: ActionChunk, observation: Observation, planned_step: int | None = None
+    ) -> None:
+        """A chunk the episode executes from its next step on, planned from `observation`: the
+        observation of step `planned_step` (an earlier step when planned ahead), or of that next step."""
 
     def add_step(self, episode_id: str, record: StepRecord) -> None: ...
 
@@ -49,7 +53,9 @@ class EpisodeBuffer:
     def begin(self, meta: EpisodeMeta) -> None:
         self._open[meta.episode_id] = Episode(meta=meta, steps=[], chunks=[], chunk_observations=[])
 
-    def add_chunk(self, episode_id: str, chunk: ActionChunk, observation: Observation) -> None:
+    def add_chunk(
+        self, episode_id: str, chunk: ActionChunk, observation: Observation, planned_step: int | None = None
+    ) -> None:
         episode = self._open[episode_id]
         episode.chunks.append(chunk)
         episode.chunk_observations.append(observation)
@@ -94,6 +100,7 @@ class EpisodeController:
         self._steps: dict[int, int] = {}
         self._chunks: dict[int, ActionChunk] = {}
         self._chunk_counts: dict[int, int] = {}
+        self._position: dict[int, int] = {}  # index of the next action in the slot's current chunk
         self._previous: dict[int, np.ndarray] = {}
         self.plan_seconds = 0.0  # time the last tick spent in the policy (0 when it did not re-plan)
         self.policy = policy
@@ -138,41 +145,80 @@ class EpisodeController:
         every = self.config.frame_every
         return step % self.config.execute_steps == 0 or (every > 0 and step % every == 0)
 
-    def tick(self, observations: dict[int, Observation]) -> dict[int, Command]:
-        """One control tick for the given running slots: their commands, safety-filtered and logged."""
-        due = [i for i in observations if self._steps[i] % self.config.execute_steps == 0]
-        self.plan_seconds = 0.0
-        blind = [self.metas[i].episode_id for i in due if not observations[i].images]
+    def needs_plan(self, slot: int, lead: int = 0) -> bool:
+        """Whether the episode in `slot` should plan its next chunk now: it has none, or its current
+        chunk is within `lead` steps of the planned switch point (`execute_steps`)."""
+        if slot not in self._chunks:
+            return True
+        return self._position[slot] >= self.config.execute_steps - lead
+
+    def plan(self, observations: dict[int, Observation]) -> dict[int, ActionChunk]:
+        """One batched policy call for the given slots; the chunks are not adopted (see `adopt`)."""
+        blind = [self.metas[i].episode_id for i, o in observations.items() if not o.images]
         if blind:
             raise ValueError(f"episodes {blind} re-plan from an observation without camera images")
-        if due:  # in lock step every episode re-plans on the same tick: one batched policy call
-            started = time.perf_counter()
-            planned = self.policy.act([observations[i] for i in due], deterministic=self.deterministic)
-            self.plan_seconds = time.perf_counter() - started
-            for i, chunk in zip(due, planned, strict=True):
-                self._chunks[i] = chunk
-                self._chunk_counts[i] += 1
-                for s in self.sinks:
-                    s.add_chunk(self.metas[i].episode_id, chunk, observations[i])
-        commands = {}
-        for i, observation in observations.items():
-            step = self._steps[i]
-            action = self._chunks[i].actions[step % self.config.execute_steps]
-            command, clipped, fault = self.safety(action, observation.state, self._previous.get(i))
-            record = StepRecord(
-                step=step,
-                timestamp=time.time(),
-                observation=observation if self.frame_due(step) else replace(observation, images={}),
-                action=command,
-                chunk_index=self._chunk_counts[i] - 1,
-                safety_clipped=clipped,
-            )
-            for s in self.sinks:
-                s.add_step(self.metas[i].episode_id, record)
-            self._steps[i] = step + 1
-            self._previous[i] = command
-            commands[i] = (command, fault)
-        return commands
+        started = time.perf_counter()
+        chunks = self.policy.act(list(observations.values()), deterministic=self.deterministic)
+        self.plan_seconds = time.perf_counter() - started
+        return dict(zip(observations, chunks, strict=True))
+
+    def adopt(self, slot: int, chunk: ActionChunk, observation: Observation, planned_step: int | None = None) -> None:
+        """Make `chunk` the one `slot` executes next, from its first action. It was planned from
+        `observation`, which is the observation recorded at step `planned_step` (default: the
+        next step). The rest of the previous chunk is dropped: its unexecuted actions stay masked."""
+        self._chunks[slot] = chunk
+        self._position[slot] = 0
+        self._chunk_counts[slot] += 1
+        for s in self.sinks:
+            s.add_chunk(self.metas[slot].episode_id, chunk, observation, planned_step)
+
+    def position_of(self, slot: int) -> int:
+        """Actions of the current chunk `slot` has executed (0 before its first chunk)."""
+        return self._position.get(slot, 0)
+
+    def remaining_actions(self, slot: int) -> np.ndarray:
+        """The current chunk's actions not executed yet, as sampled (H', A)."""
+        chunk = self._chunks.get(slot)
+        return (
+            np.zeros((0, self.safety.hold.size), np.float32) if chunk is None else chunk.actions[self._position[slot] :]
+        )
+
+    def can_step(self, slot: int) -> bool:
+        """Whether `slot` has a planned action left to execute (if not, the arm must hold)."""
+        chunk = self._chunks.get(slot)
+        return chunk is not None and self._position[slot] < len(chunk.actions)
+
+    def step(self, slot: int, observation: Observation, keep_frame: bool = False) -> Command:
+        """Execute the next action of `slot`'s chunk: safety-filter it, log the step, return the command.
+
+        keep_frame: log this step's camera frames even when `frame_due` would not (a chunk is planned from it)."""
+        step, position = self._steps[slot], self._position[slot]
+        action = self._chunks[slot].actions[position]
+        command, clipped, fault = self.safety(action, observation.state, self._previous.get(slot))
+        record = StepRecord(
+            step=step,
+            timestamp=time.time(),
+            observation=observation if keep_frame or self.frame_due(step) else replace(observation, images={}),
+            action=command,
+            chunk_index=self._chunk_counts[slot] - 1,
+            safety_clipped=clipped,
+        )
+        for s in self.sinks:
+            s.add_step(self.metas[slot].episode_id, record)
+        self._steps[slot] = step + 1
+        self._position[slot] = position + 1
+        self._previous[slot] = command
+        return command, fault
+
+    def tick(self, observations: dict[int, Observation]) -> dict[int, Command]:
+        """One lock-step tick for the given running slots: re-plan those due (one batched policy
+        call), then execute each slot's next action. What the simulated rollouts run."""
+        due = {i: o for i, o in observations.items() if self.needs_plan(i)}
+        self.plan_seconds = 0.0
+        if due:
+            for i, chunk in self.plan(due).items():
+                self.adopt(i, chunk, due[i])
+        return {i: self.step(i, observation) for i, observation in observations.items()}
 
     def finish(
         self, slot: int, reason: str, label: Label | None = None, final: Observation | None = None
@@ -187,6 +233,7 @@ class EpisodeController:
         meta.end_reason = reason
         meta.label = label
         self._chunks.pop(slot, None)
+        self._position.pop(slot, None)
         self._chunk_counts.pop(slot)
         self._previous.pop(slot, None)
         for s in self.sinks:

@@ -2,7 +2,7 @@
 
 Limits are on by default. In order, a command is:
 1. held (zeros) with a fault when any entry is NaN or inf: the runtime ends the episode;
-2. clipped to [action_low, action_high] on every dimension;
+2. clipped to [action_low, action_high], per dimension;
 3. rate-limited: no dimension changes by more than `max_command_change` from the previous command;
 4. shortened so the end effector moves at most `max_step_m` this step;
 5. clipped so the predicted end-effector position stays inside the workspace box, and its
@@ -46,6 +46,7 @@ class SafetyFilter:
             raise ValueError(f"action_dim must be >= 1, got {action_dim}")
         self.config = config
         self.hold = np.zeros(action_dim, dtype=np.float32)
+        self.low, self.high = config.bounds(action_dim)
         self.counters = SafetyCounters()
         if workspace is None and config.workspace:
             workspace = load_workspace(config.workspace)
@@ -73,7 +74,7 @@ class SafetyFilter:
         if not self.config.enabled:
             return command, False, False
         hits: list[str] = []
-        low, high = self.config.action_low, self.config.action_high
+        low, high = self.low, self.high
         if ((command < low) | (command > high)).any():
             np.clip(command, low, high, out=command)
             hits.append("bounds")

@@ -53,6 +53,9 @@ def policy_parameters(checkpoint: Path, store: Path, **extra: object) -> dict[st
         "runtime.safety.workspace": str(WORKSPACE),
         "control_hz": HZ,
         "max_steps": 40,
+        "reset.enabled": False,  # the sim bridge lays the scene out, arm included
+        "command.gripper_close_above": 0.0,  # the simulator's own threshold
+        "command.gripper_open_below": 0.0,
         **extra,
     }
 
@@ -186,8 +189,7 @@ def test_libero_episodes_over_dds_with_the_packaged_parameter_files(tmp_path: Pa
 
 def running_steps(policy: PolicyNode) -> int:
     """Steps of the episode now running (0 between episodes)."""
-    c = policy.controller
-    return c.step_of(0) if 0 in c.metas else 0
+    return policy.arm.runner.steps if policy.arm is not None else 0
 
 
 def _lifecycle(listener: Node, transition: int) -> bool:
@@ -261,7 +263,7 @@ def test_a_stalled_camera_holds_the_arm_within_two_control_periods(checkpoint: P
         policy, sim = _run_with_sim(ctx, checkpoint, tmp_path / "store", {"max_steps": 400, "stale_abort_s": 0.5}, {})
         # a policy that never grasps, so the episode runs until the camera stalls
         with torch.no_grad():
-            policy.controller.policy.mean_head.bias[2::3] = -5.0
+            policy.arm.runner.controller.policy.mean_head.bias[2::3] = -5.0
         listener = Listener(ctx)
         with spinning(ctx, policy, sim, listener):
             wait_for(lambda: running_steps(policy) > 5, what="a running episode")
@@ -275,7 +277,7 @@ def test_a_stalled_camera_holds_the_arm_within_two_control_periods(checkpoint: P
                 what="a hold command",
             )
             # on the stamps: the last frame the node got (its driver's stamp) and the hold it sent
-            reaction = stamp_seconds(hold.header.stamp) - policy.frame_stamps["top"]
+            reaction = stamp_seconds(hold.header.stamp) - policy.arm.inputs.stamps["camera/top"]
             assert reaction <= policy.cfg.max_input_age_s + 2 / HZ
             wait_for(lambda: listener.status[-1].get("last_episode"), what="the episode to end")
             last = listener.status[-1]["last_episode"]
@@ -303,6 +305,7 @@ def test_a_malformed_image_gives_a_clear_diagnostic_and_no_crash(checkpoint: Pat
             big = Image(height=48, width=64, encoding="rgb8", step=64 * 3)
             big.data = bytes(48 * 64 * 3)
             for msg in (depth, big):
+                msg.header.stamp = camera.get_clock().now().to_msg()
                 pub.publish(msg)
                 time.sleep(0.2)
             errors = wait_for(
@@ -310,20 +313,21 @@ def test_a_malformed_image_gives_a_clear_diagnostic_and_no_crash(checkpoint: Pat
                 timeout=5,
                 what="an ERROR diagnostic",
             )
-            assert any("16UC1" in e and "rgb8" in e for e in errors) or node.counters["rejected_frames"] == 2
-            assert node.counters["rejected_frames"] == 2
+            assert any("16UC1" in e and "rgb8" in e for e in errors) or node.counters["rejected_inputs"] == 2
+            assert node.counters["rejected_inputs"] == 2
             assert "64x48" in node.input_error[1] and "resize_images" in node.input_error[1]
             good = Image(height=IMAGE_SIZE, width=IMAGE_SIZE, encoding="bgr8", step=IMAGE_SIZE * 3)
             good.data = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8).tobytes()
+            good.header.stamp = camera.get_clock().now().to_msg()
             pub.publish(good)
-            wait_for(lambda: "top" in node.images, what="a good frame accepted after bad ones")
+            wait_for(lambda: "top" in node.arm.inputs.images, what="a good frame accepted after bad ones")
 
 
 def test_software_stop_holds_ends_the_episode_and_latches(checkpoint: Path, tmp_path: Path) -> None:
     with ros_context() as ctx:
         policy, sim = _run_with_sim(ctx, checkpoint, tmp_path / "store", {"max_steps": 400}, {})
         with torch.no_grad():
-            policy.controller.policy.mean_head.bias[2::3] = -5.0  # never grasps
+            policy.arm.runner.controller.policy.mean_head.bias[2::3] = -5.0  # never grasps
         listener = Listener(ctx)
         with spinning(ctx, policy, sim, listener):
             wait_for(lambda: running_steps(policy) > 2, what="an episode")
@@ -356,7 +360,7 @@ def test_a_nan_action_or_a_failing_policy_holds_the_arm_and_ends_the_episode_as_
         with ros_context() as ctx:
             policy, sim = _run_with_sim(ctx, checkpoint, tmp_path / "store", {}, {})
             with torch.no_grad():
-                policy.controller.policy.mean_head.bias[0] = float("nan")
+                policy.arm.runner.controller.policy.mean_head.bias[0] = float("nan")
             listener = Listener(ctx)
             with spinning(ctx, policy, sim, listener):
                 ended = wait_for(lambda: listener.status and listener.status[-1].get("last_episode"), what="an end")
@@ -374,7 +378,7 @@ def test_without_a_workspace_calibration_the_node_refuses_to_configure(checkpoin
         params = policy_parameters(checkpoint, tmp_path / "store", **{"runtime.safety.workspace": ""})
         node = PolicyNode(context=ctx, parameter_overrides=as_overrides(params))
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert node.phase == "unconfigured" and "runtime.safety.workspace" in node.message
+        assert node.phase == "unconfigured" and "runtime.safety.workspace" in node.phases.message
         node.destroy_node()
 
 

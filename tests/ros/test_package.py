@@ -21,7 +21,7 @@ from ript_ros.config import DetectorNodeConfig, LabelAppNodeConfig, PolicyNodeCo
 from ript_ros.params import descriptors, read
 from ript_ros.policy_node import PolicyNode
 from ript_ros.sim_bridge_node import SimBridgeNode
-from rosutil import ros_context
+from rosutil import flatten, ros_context
 
 from ript_robot.config import ConfigError
 
@@ -44,16 +44,6 @@ def setup_py() -> dict[str, Any]:
     scripts = [ast.literal_eval(e.values[0]) if isinstance(e, ast.JoinedStr) else ast.literal_eval(e)
                for e in kwargs["entry_points"].values[0].elts]  # fmt: skip
     return {"executables": {s.split("=")[0].strip() for s in scripts}, "source": (PACKAGE / "setup.py").read_text()}
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -126,9 +116,11 @@ def test_launch_files_start_existing_executables_with_existing_files_and_declare
             continue
         assert exe in setup["executables"], f"{launch}: {exe} is not a console script of ript_ros"
         declared = {d.name for d in descriptors(MODELS[exe])}
+        defaults = {a.get("name"): a.get("default", "") for a in root.iter("arg")}
         for param in node.iter("param"):
             if param.get("from"):
                 relative = param.get("from").replace("$(find-pkg-share ript_ros)/", "")
+                relative = re.sub(r"\$\(var (\w+)\)", lambda m, d=defaults: d[m.group(1)], relative)
                 assert (PACKAGE / relative).is_file(), f"{launch}: {relative} missing"
                 assert relative.startswith("config/") and 'glob("config/*.yaml")' in setup["source"]
             else:

@@ -35,7 +35,7 @@ class RecordingSink:
     def begin(self, meta):
         self.events.append(("begin", meta.episode_id))
 
-    def add_chunk(self, episode_id, chunk, observation):
+    def add_chunk(self, episode_id, chunk, observation, planned_step=None):
         self.events.append(("chunk", episode_id))
 
     def add_step(self, episode_id, record):

@@ -36,46 +36,123 @@ class TopicsConfig(ConfigModel):
         "raw", description="raw: sensor_msgs/Image; compressed: CompressedImage on <image_topic>/compressed"
     )
     resize_images: bool = Field(
-        False, description="resize other image sizes to the policy's input (nearest pixel) instead of refusing them"
+        False, description="resize other image sizes to the policy's input (area interpolation) instead of refusing"
     )
-    state_source: Literal["joint_states", "ee_pose"] = Field(
-        "joint_states", description="arm state from JointState positions or a PoseStamped (x y z qx qy qz qw)"
-    )
-    state_topic: str = Field("joint_states", description="JointState or PoseStamped topic of the arm")
+    state_topic: str = Field("joint_states", description="sensor_msgs/JointState topic of the arm")
     state_joints: list[str] = Field(
-        default_factory=lambda: ["x", "y", "gripper"], description="joint names, in the policy's state order"
+        default_factory=lambda: ["x", "y", "gripper"],
+        description="JointState names whose positions lead the state, in the policy's order ([] for none)",
+    )
+    ee_pose_topic: str = Field(
+        "", description="geometry_msgs/PoseStamped end-effector pose appended to the state (x y z qx qy qz qw); '' none"
     )
     instruction_topic: str = Field("instruction", description="std_msgs/String task instruction (transient local)")
     outcome_topic: str = Field(
         "task_outcome", description="std_msgs/Bool: the task ended, with success (simulator or detector)"
     )
 
+    @model_validator(mode="after")
+    def _check_state(self) -> TopicsConfig:
+        if not self.state_joints and not self.ee_pose_topic:
+            raise ValueError("the state needs topics.state_joints, topics.ee_pose_topic or both")
+        if len(set(self.state_joints)) != len(self.state_joints):
+            raise ValueError(f"topics.state_joints {self.state_joints} names a joint twice")
+        return self
+
 
 class CommandConfig(ConfigModel):
-    """How an action becomes a command on the wire."""
+    """How an action becomes a command on the wire, in the controller's own terms."""
 
     adapter: Literal["twist", "joint_trajectory"] = Field(
-        "twist", description="twist: TwistStamped end-effector delta + gripper; joint_trajectory: JointTrajectory"
+        "twist", description="twist: TwistStamped for MoveIt Servo + gripper; joint_trajectory: ros2_control JTC"
+    )
+    action_space: Literal["ee_delta", "joint_delta", "joint_absolute"] = Field(
+        "ee_delta", description="what the policy's actions are: ee_delta (twist), joint_delta or joint_absolute (JTC)"
     )
     twist_topic: str = Field("command/twist", description="geometry_msgs/TwistStamped topic")
+    twist_frame: str = Field("", description="frame_id of the twist; '' takes the workspace calibration's frame")
     twist_axes: list[str] = Field(
         default_factory=lambda: ["linear.x", "linear.y"],
         description="twist field of each leading action dimension (linear.x ... angular.z)",
     )
-    twist_scale: float = Field(1.0, gt=0.0, description="twist units per action unit (m/s or rad/s per unit)")
+    twist_scale: float = Field(
+        0.0, ge=0.0, description="m/s (rad/s) per action unit; 0 derives it: workspace metres_per_action x control_hz"
+    )
     gripper_index: int = Field(2, ge=-1, description="action dimension of the gripper command; -1 for none")
     gripper_topic: str = Field("command/gripper", description="std_msgs/Float64 gripper command topic")
-    trajectory_topic: str = Field("command/joint_trajectory", description="trajectory_msgs/JointTrajectory topic")
-    joints: list[str] = Field(default_factory=list, description="joint names of the trajectory adapter's points")
+    gripper_mode: Literal["binary", "continuous"] = Field(
+        "binary", description="binary: open/closed with hysteresis (no chatter); continuous: the action as is"
+    )
+    gripper_close_above: float = Field(0.5, description="binary: close when the gripper action rises above this")
+    gripper_open_below: float = Field(-0.5, description="binary: open when the gripper action falls below this")
+    gripper_open_value: float = Field(-1.0, description="binary: command sent to open the gripper")
+    gripper_closed_value: float = Field(1.0, description="binary: command sent to close the gripper")
+    trajectory_topic: str = Field(
+        "joint_trajectory_controller/joint_trajectory", description="trajectory_msgs/JointTrajectory topic of the JTC"
+    )
+    trajectory_stamp: Literal["zero", "now"] = Field(
+        "zero", description="header stamp: zero (the controller starts on receipt) or now"
+    )
+    send_chunk: bool = Field(
+        False, description="send the rest of the chunk as one multi-point trajectory (time_from_start per point)"
+    )
+    joints: list[str] = Field(default_factory=list, description="JTC joint names, one per arm action dimension")
+    joint_lower: list[float] = Field(default_factory=list, description="lower position limit per joint, rad")
+    joint_upper: list[float] = Field(default_factory=list, description="upper position limit per joint, rad")
+    joint_velocity: list[float] = Field(default_factory=list, description="velocity limit per joint, rad/s")
+    radians_per_action: float = Field(
+        0.05, gt=0.0, description="joint_delta: joint motion per action unit per step, rad"
+    )
 
     @model_validator(mode="after")
     def _check_axes(self) -> CommandConfig:
         unknown = [a for a in self.twist_axes if a not in TWIST_FIELDS]
         if unknown:
             raise ValueError(f"twist_axes {unknown} unknown; choose from {list(TWIST_FIELDS)}")
-        if self.adapter == "joint_trajectory" and not self.joints:
-            raise ValueError("the joint_trajectory adapter needs command.joints (one name per action dimension)")
+        if self.gripper_mode == "binary" and self.gripper_open_below > self.gripper_close_above:
+            raise ValueError(
+                f"gripper_open_below ({self.gripper_open_below}) must not exceed gripper_close_above "
+                f"({self.gripper_close_above}): the band between them is the hysteresis"
+            )
+        joint_space = self.action_space in ("joint_delta", "joint_absolute")
+        if (self.adapter == "joint_trajectory") != joint_space:
+            raise ValueError(
+                f"command.action_space '{self.action_space}' does not fit adapter '{self.adapter}': "
+                "twist takes ee_delta; joint_trajectory takes joint_delta or joint_absolute"
+            )
+        if self.adapter == "joint_trajectory":
+            n = len(self.joints)
+            if not n:
+                raise ValueError("the joint_trajectory adapter needs command.joints (the JTC's joint names)")
+            for name in ("joint_lower", "joint_upper", "joint_velocity"):
+                if len(getattr(self, name)) != n:
+                    raise ValueError(
+                        f"command.{name} has {len(getattr(self, name))} values for {n} joints: give one per joint "
+                        "(the arm's documented limits; see config/ for robot profiles)"
+                    )
+            bad = [j for j, lo, hi in zip(self.joints, self.joint_lower, self.joint_upper, strict=True) if lo >= hi]
+            if bad or min(self.joint_velocity) <= 0:
+                raise ValueError(f"command joint limits are empty or velocity limits not > 0 for {bad or self.joints}")
         return self
+
+
+class ResetConfig(ConfigModel):
+    """Between episodes: open the gripper, retreat, go home, and check the pose before a start."""
+
+    enabled: bool = Field(True, description="home the arm before every episode and refuse a start away from home")
+    home_joints: list[float] = Field(
+        default_factory=list, description="joint_trajectory: home position per command.joints, rad"
+    )
+    home_position: list[float] = Field(
+        default_factory=list, description="twist: home end-effector position in the workspace frame, m"
+    )
+    joint_tolerance: float = Field(0.02, gt=0.0, description="start refused when any joint is further from home, rad")
+    position_tolerance: float = Field(0.01, gt=0.0, description="start refused when the end effector is further, m")
+    retreat_m: float = Field(0.05, ge=0.0, description="twist: rise this far (+z, or the last position axis) first, m")
+    speed_fraction: float = Field(
+        0.2, gt=0.0, le=1.0, description="homing speed as a fraction of the joint velocity limits / full action"
+    )
+    timeout_s: float = Field(30.0, gt=0.0, description="homing that takes longer is a fault the operator must clear")
 
 
 class PolicyNodeConfig(ConfigModel):
@@ -83,12 +160,16 @@ class PolicyNodeConfig(ConfigModel):
 
     policy: str = Field("store", description="'store' for the store's latest published policy, or a checkpoint folder")
     robot_id: str = Field("arm-0", description="recorded with every episode")
-    control_hz: float = Field(30.0, gt=0.0, le=1000.0, description="control rate, Hz; the watchdog checks at this rate")
+    control_hz: float = Field(30.0, gt=0.0, le=1000.0, description="control rate, Hz: one command per period")
     max_steps: int = Field(300, ge=1, description="step limit of one episode")
-    frames_per_tick: int = Field(
-        1, ge=1, description="frames of the first camera per control tick (2 for a 60 fps camera at 30 Hz)"
+    plan_ahead_steps: int = Field(
+        2, ge=0, description="start planning the next chunk this many steps before runtime.execute_steps is reached"
     )
-    max_input_age_s: float = Field(0.1, gt=0.0, description="hold the arm when any input is older than this, seconds")
+    policy_delay_s: float = Field(0.0, ge=0.0, description="extra seconds per policy call (to try a slow VLA), s")
+    max_input_age_s: float = Field(0.1, gt=0.0, description="hold the arm when any input's stamp is older than this, s")
+    max_clock_skew_s: float = Field(
+        0.05, ge=0.0, description="refuse inputs stamped further in the future than this (unsynced clocks), s"
+    )
     stale_abort_s: float = Field(2.0, gt=0.0, description="end the episode as a fault after inputs stale this long, s")
     outcome_grace_s: float = Field(0.5, ge=0.0, description="after max steps, wait this long for the outcome, s")
     label_source: Literal["sim", "detector"] = Field("sim", description="who publishes the outcome topic")
@@ -107,6 +188,7 @@ class PolicyNodeConfig(ConfigModel):
     torch_threads: int = Field(1, ge=0, description="torch CPU threads (0: torch's default)")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
+    reset: ResetConfig = Field(default_factory=ResetConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
 

@@ -14,7 +14,9 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from ript_robot.config import ConfigError, ConfigModel, format_errors
 
@@ -73,14 +75,19 @@ def declare(node: Node, model: type[ConfigModel]) -> None:
             value = float(value)
         elif d.type == ParameterType.PARAMETER_DOUBLE_ARRAY:
             value = [float(v) for v in value]
-        node.declare_parameter(d.name, value, d)  # the descriptor's type also types an empty list
+        if isinstance(value, list) and not value:  # typed by the field (rclpy would guess bytes); read() gives []
+            value = Parameter.Type(d.type)
+        node.declare_parameter(d.name, value, d)
 
 
 def read(node: Node, model: type[ConfigModel]) -> Any:
     """The node's current parameters as a validated `model`; ConfigError names any bad parameter."""
     tree: dict[str, Any] = {}
     for d in descriptors(model):
-        value = node.get_parameter(d.name).value
+        try:
+            value = node.get_parameter(d.name).value
+        except ParameterUninitializedException:
+            value = []  # an empty list default that nothing overrode
         if not isinstance(value, (bool, int, float, str)):
             value = list(value)
         section = tree

@@ -32,12 +32,14 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from ript_robot.envs.base import RobotEnv
-from ript_robot.envs.pick import PickEnv
+from ript_robot.envs.pick import STEP_SIZE, PickEnv
 from ript_robot.types import Context, Observation
+from ript_ros.adapters import CommandAdapter
 from ript_ros.config import SimBridgeConfig
-from ript_ros.convert import CommandAdapter, rgb_to_image, vector_to_joint_state
+from ript_ros.convert import rgb_to_image, vector_to_joint_state
+from ript_ros.inputs import stamp_seconds
 from ript_ros.params import declare, read
-from ript_ros.policy_node import LATCHED, RELIABLE, stamp_seconds
+from ript_ros.setup import LATCHED, RELIABLE
 from ript_ros.spin import spin
 
 
@@ -59,7 +61,9 @@ class SimBridgeNode(Node):
         cfg = self.cfg = read(self, SimBridgeConfig)
         self.env = make_env(cfg)
         spec = self.env.spec
-        self.adapter = CommandAdapter(cfg.command, spec.action_dim, cfg.control_hz)
+        # the simulated arm's own speed per action unit, as a real Servo's scale is its own configuration
+        scale = cfg.command.twist_scale or (STEP_SIZE * cfg.control_hz if cfg.task == "builtin" else 1.0)
+        self.adapter = CommandAdapter(cfg.command, spec.action_dim, cfg.control_hz, twist_scale=scale)
         t = cfg.topics
         unknown = set(t.cameras) - set(spec.cameras)
         if unknown:

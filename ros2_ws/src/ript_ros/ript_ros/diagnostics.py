@@ -1,0 +1,50 @@
+"""The policy node's figures and its /diagnostics message: what a lab engineer reads in rqt."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+if TYPE_CHECKING:
+    from ript_ros.policy_node import PolicyNode
+
+
+def loop_stats(node: PolicyNode) -> dict[str, float]:
+    """Control periods, misses and overruns, late chunks, latency and policy-time percentiles, counters."""
+    out: dict[str, float] = {}
+    plan: list[float] = []
+    if node.arm is not None:
+        out.update(node.arm.cycle.stats())
+        out["late_chunk_periods"] = node.arm.runner.late_periods
+        out.update({f"safety_{k}": v for k, v in node.arm.safety.counters.as_dict().items()})
+        plan = list(node.arm.runner.plan_seconds)
+    for name, values in (("latency", list(node.latencies)), ("policy", plan)):
+        v = np.asarray(values) * 1e3 if values else np.full(1, np.nan)
+        out[f"{name}_p50_ms"] = float(np.percentile(v, 50))
+        out[f"{name}_p99_ms"] = float(np.percentile(v, 99))
+    out.update(node.counters)
+    return out
+
+
+def diagnostics(node: PolicyNode) -> DiagnosticArray:
+    """One DiagnosticStatus: ERROR for a recent refused input, WARN while holding or missing periods, else OK."""
+    stats = loop_stats(node)
+    status = DiagnosticStatus(name=f"ript: {node.get_name()}", hardware_id=node.cfg.robot_id if node.cfg else "")
+    error = node.input_error
+    if error is not None and time.monotonic() - error[0] < 5.0:
+        status.level, status.message = DiagnosticStatus.ERROR, error[1]
+    elif node._stale_since is not None:
+        status.level, status.message = DiagnosticStatus.WARN, "holding the arm: stale input"
+    elif stats.get("missed_ticks", 0) or stats.get("overruns", 0):
+        status.level, status.message = DiagnosticStatus.WARN, "the control loop missed periods"
+    else:
+        status.level, status.message = DiagnosticStatus.OK, f"{node.phase}: {node.phases.message}"
+    status.values = [KeyValue(key="phase", value=node.phase)] + [
+        KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in stats.items()
+    ]
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = node.get_clock().now().to_msg()
+    return array
