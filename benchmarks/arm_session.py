@@ -121,11 +121,13 @@ def jtc_phase(args, work: Path) -> dict:
         out["missed_command_periods"] = missed_periods(times, windows)
         # the stop: called mid-episode, timed to the hold's arrival at the controller
         responses = []
+        stop = operator.create_client(SetBool, "policy/software_stop")  # matched once, before any timing
+        wait_for(stop.service_is_ready, 10, "the software stop service")
         for _ in tqdm(range(args.stops), desc="software stops", unit="stop"):
             wait_for(lambda: operator.state() == "running", 60, "a running episode")
             time.sleep(0.2 + 0.3 * np.random.default_rng(len(responses)).random())
             called = arm.now_s()
-            assert call(operator, SetBool, "policy/software_stop", SetBool.Request(data=True)).success
+            future = stop.call_async(SetBool.Request(data=True))
 
             def hold(called: float = called):  # the first trajectory after the call to a published joint state
                 trajectories, published = arm.history()
@@ -134,7 +136,9 @@ def jtc_phase(args, work: Path) -> dict:
 
             found = wait_for(hold, 5, "the hold")
             responses.append((found.time - called) * 1e3)
-            call(operator, SetBool, "policy/software_stop", SetBool.Request(data=False))
+            assert wait_for(future.done, 5, "the stop's answer") and future.result().success
+            release = stop.call_async(SetBool.Request(data=False))
+            wait_for(release.done, 5, "the release")
         out["stop_response_p50_ms"] = float(np.percentile(responses, 50))
         out["stop_response_p99_ms"] = float(np.percentile(responses, 99))
         out["stop_trials"] = len(responses)

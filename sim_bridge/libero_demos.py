@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ript_robot.images import resize_area
 from ript_robot.types import Context, Episode, EpisodeMeta, Label, Observation, StepRecord
 from sim_bridge.libero_env import task_suite
 
@@ -40,12 +41,8 @@ def demo_file(folder: str | Path, suite: str, task_id: int) -> Path:
 
 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, size, size, 3), by area averaging (or pixel repetition when growing)."""
-    if frames.shape[1:3] == (size, size):
-        return frames
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BOX)) for f in frames])
+    """(T, H, W, 3) uint8 -> (T, size, size, 3), by area interpolation (the policy node's resize)."""
+    return np.stack([resize_area(f, (size, size)) for f in frames]) if frames.shape[1:3] != (size, size) else frames
 
 
 def read_libero_demos(

@@ -38,6 +38,7 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
 
 from ript_robot.config import ConfigModel
+from ript_robot.images import resize_area
 from ript_robot.types import Context, Episode, EpisodeMeta, Label, Observation, StepRecord
 
 if TYPE_CHECKING:
@@ -62,6 +63,11 @@ class BagTopics(ConfigModel):
         description="topic of the operator's commands: geometry_msgs TwistStamped or Twist, or Float64MultiArray"
     )
     rate_hz: float = Field(gt=0, le=1000, description="control rate of the policy in Hz; steps are sampled at it")
+    image_size: list[int] = Field(
+        default_factory=list,
+        description="[height, width] the policy takes: frames are resized by area interpolation, as the policy "
+        "node resizes them; [] keeps the camera's size",
+    )
 
 
 def read_bag(
@@ -94,6 +100,8 @@ def read_bag(
     steps = []
     for k, t in enumerate(step_times.tolist()):
         images = {name: cam.at(k) for name, cam in zip(topics.cameras, cameras, strict=True)}
+        if topics.image_size:
+            images = {name: resize_area(image, tuple(topics.image_size)) for name, image in images.items()}
         observation = Observation(images, state.at(k), instruction, t / 1e9)
         steps.append(StepRecord(k, t / 1e9, observation, command.at(k), chunk_index=0))
     meta = EpisodeMeta(

@@ -4,13 +4,15 @@
 a stalled camera driver must stop the arm, not let it run on a frozen picture. `CycleTimer`
 measures a loop that should tick at a fixed rate, counts the ticks it missed and the ticks
 that overran their period, and warns (at most every few seconds) when the loop cannot keep
-up. Both take the clock as an argument, so tests drive them with a virtual clock.
+up. Both take the clock as an argument, so tests drive them with a virtual clock. `PeriodicThread`
+runs a control loop's period on a thread of its own, on a fixed grid of deadlines.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -119,3 +121,42 @@ class CycleTimer:
         if now - self._last_warning >= self.warn_every_s:
             self._last_warning = now
             log.warning(message)
+
+
+class PeriodicThread:
+    """Calls `fn` once per `period_s` on a thread of its own, on a fixed grid of deadlines.
+
+    An executor's timer shares its thread with every other callback of the process; this thread
+    only sleeps until its next deadline. A call that overruns skips the deadlines it missed (they
+    are counted in `skipped`) instead of bursting to catch up. `stop` ends it after the current call.
+    """
+
+    def __init__(self, period_s: float, fn: Callable[[], None], name: str = "control", clock: Clock = time.monotonic):
+        """period_s: seconds between calls (> 0); fn: the work of one period (exceptions are logged, never raised)."""
+        if period_s <= 0:
+            raise ValueError(f"period_s must be > 0 seconds, got {period_s}")
+        self.period_s, self.fn, self.clock = period_s, fn, clock
+        self.skipped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = self.clock()
+        while not self._stop.is_set():
+            try:
+                self.fn()
+            except Exception:  # the loop must outlive a failing period; the caller's fn reports its own errors
+                log.exception("periodic call failed")
+            deadline += self.period_s
+            now = self.clock()
+            if now > deadline:  # overran: skip to the next deadline still ahead
+                missed = math.floor((now - deadline) / self.period_s) + 1
+                self.skipped += missed
+                deadline += missed * self.period_s
+            self._stop.wait(deadline - now)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)

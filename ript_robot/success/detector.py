@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ript_robot.config import DetectorConfig
 from ript_robot.data.index import EpisodeRecord
 from ript_robot.data.store import EpisodeStore
+from ript_robot.images import resize_area
 from ript_robot.policies.vision import VOCAB_SIZE, pad_tokens, tokenize
 from ript_robot.types import Episode, EpisodeMeta, Label
 
@@ -41,12 +42,10 @@ TRAINED_ON = ("sim", "operator")  # never the detector's own labels
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-pixel resize of an RGB uint8 (H, W, 3) frame to (size, size, 3)."""
+    """An RGB uint8 (H, W, 3) frame at (size, size, 3), by area interpolation (as the policy node resizes)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"the detector takes RGB uint8 frames (H, W, 3), got {image.dtype} {image.shape}")
-    rows = np.arange(size) * image.shape[0] // size
-    cols = np.arange(size) * image.shape[1] // size
-    return image[rows][:, cols]
+    return resize_area(image, (size, size))
 
 
 class SuccessDetector(nn.Module):

@@ -16,6 +16,7 @@ from rosbags.typesys import Stores, get_typestore
 from ript_robot.config import PolicyConfig
 from ript_robot.data.rosbag import BagImportError, BagTopics, import_bag, read_bag
 from ript_robot.data.store import EpisodeStore
+from ript_robot.images import resize_area
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.rl.sft import chunk_dataset
 
@@ -249,3 +250,13 @@ def test_empty_bag_is_refused(tmp_path):
     bag = write_bag(tmp_path / "bag", [(topic, msgtype, [], make) for topic, msgtype, _, make in default_streams()])
     with pytest.raises(BagImportError, match="has no messages"):
         read_bag(bag, TOPICS, "pick")
+
+
+def test_frames_are_resized_as_the_policy_node_resizes_them(tmp_path):
+    episode = read_bag(write_bag(tmp_path / "bag", default_streams()), TOPICS, "pick")
+    topics = TOPICS.model_copy(update={"image_size": [SIZE // 2, SIZE // 2]})
+    small = read_bag(write_bag(tmp_path / "bag2", default_streams()), topics, "pick")
+    for big, step in zip(episode.steps, small.steps, strict=True):
+        np.testing.assert_array_equal(
+            step.observation.images["front"], resize_area(big.observation.images["front"], (SIZE // 2, SIZE // 2))
+        )

@@ -1,6 +1,6 @@
 """One episode on the arm: a command every control period from the chunk queue, planning beside it.
 
-`EpisodeRunner.period` is what the control timer calls once per period. It takes the chunk
+`EpisodeRunner.period` is what the control loop calls once per period. It takes the chunk
 the inference worker finished (if any), executes the next planned action through the shared
 `EpisodeController` (safety filter, step log), and hands the worker the observation to plan
 the next chunk from once the current chunk is `plan_ahead_steps` short of its switch point

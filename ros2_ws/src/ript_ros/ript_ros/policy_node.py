@@ -3,9 +3,10 @@
 configure loads the policy (a checkpoint folder, or the store's latest published version,
 hash-verified), checks the arm's settings against each other (twist scale and frame against
 the workspace calibration, joint limits, the home pose) and warms the policy up; activate
-starts the control timer. Three threads of work never wait on each other:
-- the control timer (its own callback group) sends one command every period from the chunk
-  queue through the safety filter and the command adapter (`ript_ros.control`), or a hold;
+starts the control loop. Three threads of work never wait on each other:
+- the control loop (a thread of its own, paced on a grid of deadlines) sends one command every
+  period from the chunk queue through the safety filter and the command adapter
+  (`ript_ros.control`), or a hold;
 - the inference worker (`ript_robot.runtime.inference`) plans the next chunk beside it;
 - services, the stop and the command watchdog (another callback group, on a multi-threaded
   executor) answer within a period whatever the policy is doing.
@@ -43,6 +44,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from ript_robot.config import ConfigError
 from ript_robot.policies import CheckpointError
+from ript_robot.runtime.timing import PeriodicThread
 from ript_robot.types import Label
 from ript_ros.adapters import UnsafeCommand
 from ript_ros.config import PolicyNodeConfig
@@ -79,7 +81,7 @@ def guarded(callback: Callable[..., Any]) -> Callable[..., Any]:
 class PolicyNode(LifecycleNode):
     """Runs a VLA policy on an arm through ROS 2; see the module docstring."""
 
-    EXECUTOR_THREADS = 3  # control, safety (services, stop, watchdog) and inputs run concurrently
+    EXECUTOR_THREADS = 2  # safety (services, stop, watchdog) and inputs run concurrently; control has its own thread
 
     def __init__(self, name: str = "policy", **kwargs: Any):
         super().__init__(name, **kwargs)
@@ -100,13 +102,13 @@ class PolicyNode(LifecycleNode):
         self.hold_times: deque[float] = deque(maxlen=1000)  # monotonic time of each hold sent
         self._status_seq = 0
         self._timers: list[Any] = []
+        self._control: PeriodicThread | None = None
         self._io: list[Any] = []
         self._last_command = 0.0
         self._stale_since: float | None = None
         self._ending_deadline: float | None = None
         self._next_poll = 0.0
         self.safety_group = MutuallyExclusiveCallbackGroup()  # services, the stop, the command watchdog
-        self.control_group = MutuallyExclusiveCallbackGroup()  # the control timer
         self.input_group = MutuallyExclusiveCallbackGroup()  # sensor callbacks (image conversion takes ms)
         self.status_pub = self.create_publisher(String, "~/episode_status", LATCHED)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
@@ -143,10 +145,11 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         period = 1.0 / self.cfg.control_hz
         self._timers = [
-            self.create_timer(period, self._on_control, callback_group=self.control_group),
             self.create_timer(period, self._on_watchdog, callback_group=self.safety_group),
             self.create_timer(1.0, self._publish_diagnostics, callback_group=self.safety_group),
         ]
+        # the control loop paces itself on its own thread: no executor queue between it and its deadline
+        self._control = PeriodicThread(period, self._on_control, name="control")
         result = super().on_activate(state)  # activates the lifecycle publishers
         with self.lock:
             if self.stopped:
@@ -157,11 +160,11 @@ class PolicyNode(LifecycleNode):
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_timers()  # first: the control thread takes the lock every period
         with self.lock:
             if self.phases.phase in EPISODE:
                 self._finish("deactivated", None)
             self._hold()
-            self._stop_timers()
             self.phases.to(Phase.INACTIVE, "deactivated: the arm holds; activate to run")
         return super().on_deactivate(state)
 
@@ -176,6 +179,9 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_timers(self) -> None:
+        if self._control is not None:
+            self._control.stop()
+            self._control = None
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
@@ -235,10 +241,11 @@ class PolicyNode(LifecycleNode):
             label = Label(success=bool(msg.data), source=self.cfg.label_source, labeler=self.cfg.topics.outcome_topic)
             self._finish(reason, label)
 
-    # ---- the control timer -----------------------------------------------------------------
+    # ---- the control loop ------------------------------------------------------------------
     @guarded
     def _on_control(self) -> None:
-        """Once per control period: a command (or a hold) while running, homing, deadlines, polling."""
+        """Once per control period, on the control thread: a command (or a hold) while running, homing,
+        deadlines, polling."""
         with self.lock:
             phase, now = self.phases.phase, time.monotonic()
             if phase is Phase.RUNNING:
