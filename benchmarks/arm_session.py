@@ -104,6 +104,7 @@ def missed_periods(times: np.ndarray, windows: list) -> int:
 
 def jtc_phase(args, work: Path) -> dict:
     params = fr3_jtc_parameters(work, policy_delay_s=0.3, plan_ahead_steps=4, max_steps=300, autostart=True)
+    params.update(args.param)
     session = Session(params, lambda ctx: JointTrajectoryControllerDouble(context=ctx, initial_positions=AWAY))
     arm, operator = session.arm, session.operator
     out: dict = {}
@@ -196,7 +197,15 @@ def main() -> None:
     parser.add_argument("--stops", type=int, default=30, help="software stops to time")
     parser.add_argument("--servo-periods", type=int, default=900, help="control periods through the Servo double")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; writes nothing under results/")
+    parser.add_argument(
+        "--param",
+        type=lambda kv: (kv.split("=", 1)[0], json.loads(kv.split("=", 1)[1])),
+        action="append",
+        default=[],
+        help="KEY=JSON: a policy node parameter for the trajectory phase (e.g. record=false); not saved as the figures",
+    )
     args = parser.parse_args()
+    args.param = dict(args.param)
     if args.smoke:
         args.periods, args.fuzz, args.stops, args.servo_periods = 150, 100, 2, 60
     sys.setswitchinterval(0.0005)  # the doubles here answer like drivers: hand the GIL over every 0.5 ms
@@ -205,7 +214,9 @@ def main() -> None:
     results.update(jtc_phase(args, work / "jtc"))
     results.update(servo_phase(args, work / "servo"))
     print(json.dumps(results, indent=2))
-    if not args.smoke:
+    if args.param:
+        results["parameters"] = args.param
+    if not args.smoke and not args.param:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "arm_session.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 
 import pytest
 
-from ript_robot.runtime.timing import CycleTimer, Watchdog
+from ript_robot.runtime.timing import CycleTimer, PeriodicThread, Watchdog
 
 
 class VirtualClock:
@@ -66,3 +67,21 @@ def test_cycle_timer_pause_does_not_count_idle_time_between_episodes():
     timer.start()
     timer.stop()
     assert timer.missed_ticks == 0
+
+
+def test_a_periodic_thread_skips_the_deadlines_an_overrun_missed_instead_of_bursting():
+    clock, calls, done = [0.0], [], threading.Event()
+    period = 0.01
+
+    def work():  # on a virtual clock: the first call overruns by 2.5 periods, the others take no time
+        calls.append(clock[0])
+        if len(calls) == 1:
+            clock[0] += 2.5 * period
+        if len(calls) == 3:
+            done.set()
+
+    loop = PeriodicThread(period, work, clock=lambda: clock[0])
+    assert done.wait(timeout=10)
+    loop.stop()
+    assert loop.skipped == 2  # the deadlines at 1 and 2 periods passed during the overrun
+    assert calls[:3] == [0.0, 2.5 * period, 2.5 * period]  # then on the grid again, one call per deadline
