@@ -2,16 +2,19 @@
 
 The policy node runs as its own process (as `ros2 run` starts it) with the shipped profiles
 (policy_node.yaml + franka_fr3_jtc.yaml) and a policy that takes 300 ms per chunk at 30 Hz. This
-process plays the arm (`ript_ros.arm_double`: a JointTrajectoryController on mock hardware that
-enforces the real controller's documented rules), the operator (starts each episode once the
+process plays the arm (`ript_ros.arm_double`: a JointTrajectoryController that enforces the real
+controller's documented rules, in front of LIBERO's Panda in MuJoCo physics, `ript_ros.mujoco_arm`,
+or mock hardware with `--hardware mock`), the operator (starts each episode once the
 node says the scene is ready) and, in its second phase, a hostile peer publishing generated
 messages on every input topic. Figures (benchmarks/results/arm_session.json):
-- missed_command_periods: control periods of running episodes with no trajectory arriving
-  (gaps between arrivals, in whole periods beyond the first);
+- missed_command_periods: control periods of running episodes in which the node sent no trajectory
+  (gaps between the middleware's send stamps, in whole periods beyond the first), and
+  missed_command_periods_at_arrival, the same on the controller's middleware receive stamps;
 - jtc_rejected: trajectories the controller double refused (any reason);
 - start_pose_error_max: largest joint distance from home at the first step of any episode, rad;
 - stop_response_p50/p99_ms: software stop called during an episode (the 300 ms policy is planning
-  nearly all the time) to the arrival of the hold (a trajectory to a published joint state);
+  nearly all the time) to the hold (a trajectory to a published joint state) reaching the
+  controller's middleware (its receive stamp: the double's own Python scheduling is not counted);
 - messages_fuzzed, nonfinite_or_out_of_bounds_commands, node_alive_after_fuzz;
 - servo_timeouts: MoveIt Servo double's command timeouts during episodes (twist profile).
 
@@ -48,10 +51,12 @@ from armutil import (  # noqa: E402
     fuzz_strategy,
     servo_timeouts_while_running,
 )
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from ript_ros.arm_double import FR3_READY, FRANKA_FR3, JointTrajectoryControllerDouble, ServoDouble  # noqa: E402
+from ript_ros.mujoco_arm import PhysicsArmDouble  # noqa: E402
 from rosutil import call, wait_for  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -77,18 +82,31 @@ class Session:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.arm = arm_node(self.context)
-        self.operator = Operator(self.context, clock=self.arm.now_s)
+        self.operator = Operator(self.context, clock=time.time)  # the middleware's stamps are on the system clock
         self.fuzzer = Fuzzer(self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        for n in (self.arm, self.operator, self.fuzzer):
-            self.executor.add_node(n)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.node_figures: dict[str, str] = {}  # the policy node's newest /diagnostics values
+        self.operator.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.executors = []
+        for n in (self.arm, self.operator, self.fuzzer):  # each its own thread: the arm never queues behind the rest
+            executor = SingleThreadedExecutor(context=self.context)
+            executor.add_node(n)
+            threading.Thread(target=executor.spin, daemon=True).start()
+            self.executors.append(executor)
         self.process = node_process(params)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == "ript: policy":
+                self.node_figures = {kv.key: kv.value for kv in status.values}
+
+    def node(self, key: str) -> float:
+        return float(self.node_figures.get(key, "nan"))
 
     def close(self) -> int:
         self.process.send_signal(signal.SIGINT)
         code = self.process.wait(timeout=60)
-        self.executor.shutdown()
+        for executor in self.executors:
+            executor.shutdown()
         self.context.try_shutdown()
         return code
 
@@ -105,7 +123,8 @@ def missed_periods(times: np.ndarray, windows: list) -> int:
 def jtc_phase(args, work: Path) -> dict:
     params = fr3_jtc_parameters(work, policy_delay_s=0.3, plan_ahead_steps=4, max_steps=300, autostart=True)
     params.update(args.param)
-    session = Session(params, lambda ctx: JointTrajectoryControllerDouble(context=ctx, initial_positions=AWAY))
+    double = PhysicsArmDouble if args.hardware == "mujoco" else JointTrajectoryControllerDouble
+    session = Session(params, lambda ctx: double(context=ctx, initial_positions=AWAY))
     arm, operator = session.arm, session.operator
     out: dict = {}
     try:
@@ -115,11 +134,16 @@ def jtc_phase(args, work: Path) -> dict:
                 bar.update(max(0, min(done, args.periods) - bar.n))
                 time.sleep(0.2)
         wait_for(lambda: operator.state() == "running", 60, "a running episode")
-        windows = [(a, b or arm.now_s()) for a, b in operator.windows]
+        windows = [(a, b or time.time()) for a, b in operator.windows]
         trajectories = arm.history()[0]
-        times = np.array([r.time for r in trajectories])
         out["control_periods"] = int(sum((b - a) * HZ for a, b in windows))
-        out["missed_command_periods"] = missed_periods(times, windows)
+        # on the middleware's clocks, so neither process's Python scheduling blurs the figure: periods the
+        # node sent nothing in, and periods nothing reached the controller's middleware in
+        out["missed_command_periods"] = missed_periods(np.array([r.sent for r in trajectories]), windows)
+        out["missed_command_periods_at_arrival"] = missed_periods(np.array([r.arrived for r in trajectories]), windows)
+        # the node's own count: control periods that started more than 1.5 periods after the one before
+        for key in ("missed_ticks", "overruns", "tick_p99_ms", "late_chunk_periods", "watchdog_holds", "policy_p99_ms"):
+            out[f"node_{key}"] = session.node(key)
         # the stop: called mid-episode, timed to the hold's arrival at the controller
         responses = []
         stop = operator.create_client(SetBool, "policy/software_stop")  # matched once, before any timing
@@ -127,16 +151,16 @@ def jtc_phase(args, work: Path) -> dict:
         for _ in tqdm(range(args.stops), desc="software stops", unit="stop"):
             wait_for(lambda: operator.state() == "running", 60, "a running episode")
             time.sleep(0.2 + 0.3 * np.random.default_rng(len(responses)).random())
-            called = arm.now_s()
+            called, since = time.time(), arm.now_s() - 0.5
             future = stop.call_async(SetBool.Request(data=True))
 
-            def hold(called: float = called):  # the first trajectory after the call to a published joint state
+            def hold(called: float = called, since: float = since):  # the first trajectory to a published state
                 trajectories, published = arm.history()
-                states = {tuple(p) for t, p in published if t > called - 0.5}
-                return next((r for r in trajectories if r.time > called and r.first in states), None)
+                states = {tuple(p) for t, p in published if t > since}
+                return next((r for r in trajectories if r.arrived > called and r.first in states), None)
 
             found = wait_for(hold, 5, "the hold")
-            responses.append((found.time - called) * 1e3)
+            responses.append((found.arrived - called) * 1e3)  # the call to the hold reaching the controller
             assert wait_for(future.done, 5, "the stop's answer") and future.result().success
             release = stop.call_async(SetBool.Request(data=False))
             wait_for(release.done, 5, "the release")
@@ -196,6 +220,12 @@ def main() -> None:
     parser.add_argument("--fuzz", type=int, default=10_000, help="generated input messages")
     parser.add_argument("--stops", type=int, default=30, help="software stops to time")
     parser.add_argument("--servo-periods", type=int, default=900, help="control periods through the Servo double")
+    parser.add_argument(
+        "--hardware",
+        choices=["mujoco", "mock"],
+        default="mujoco",
+        help="behind the JTC double: LIBERO's Panda in MuJoCo physics, or mock hardware mirroring the command",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; writes nothing under results/")
     parser.add_argument(
         "--param",
@@ -210,7 +240,7 @@ def main() -> None:
         args.periods, args.fuzz, args.stops, args.servo_periods = 150, 100, 2, 60
     sys.setswitchinterval(0.0005)  # the doubles here answer like drivers: hand the GIL over every 0.5 ms
     work = Path(tempfile.mkdtemp(prefix="arm_session_"))
-    results = {"policy_delay_ms": 300, "control_hz": HZ}
+    results = {"policy_delay_ms": 300, "control_hz": HZ, "hardware": args.hardware}
     results.update(jtc_phase(args, work / "jtc"))
     results.update(servo_phase(args, work / "servo"))
     print(json.dumps(results, indent=2))

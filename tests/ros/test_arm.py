@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rclpy.parameter import Parameter
 from ript_ros.arm_double import FRANKA_FR3, JointTrajectoryControllerDouble, ServoDouble
+from ript_ros.mujoco_arm import PhysicsArmDouble
 from ript_ros.policy_node import PolicyNode
 from rosutil import call, ros_context, spinning, wait_for
 from std_srvs.srv import SetBool, Trigger
@@ -39,9 +40,12 @@ def overrides(params: dict) -> list[Parameter]:
     ]
 
 
-def test_a_slow_policy_drives_a_franka_through_its_trajectory_controller_from_home_every_time(tmp_path):
+@pytest.mark.parametrize("hardware", ["mock", "mujoco"])
+def test_a_slow_policy_drives_a_franka_through_its_trajectory_controller_from_home_every_time(tmp_path, hardware):
+    """mock: the command mirrored into the state; mujoco: LIBERO's Panda in physics, torque-tracking the JTC."""
+    double = JointTrajectoryControllerDouble if hardware == "mock" else PhysicsArmDouble
     with ros_context() as ctx:
-        arm = JointTrajectoryControllerDouble(context=ctx, initial_positions=AWAY)
+        arm = double(context=ctx, initial_positions=AWAY)
         params = fr3_jtc_parameters(tmp_path, policy_delay_s=0.3, plan_ahead_steps=6)
         node = PolicyNode(context=ctx, parameter_overrides=overrides(params))
         operator = Operator(ctx, auto_start=False)
@@ -52,10 +56,10 @@ def test_a_slow_policy_drives_a_franka_through_its_trajectory_controller_from_ho
             early = call(operator, Trigger, "policy/start", Trigger.Request())
             assert not early.success and "not ready to start: resetting" in early.message
             operator.auto_start = True
-            wait_for(lambda: operator.state() == "ready", timeout=30, what="the arm at home and the scene prompt")
+            wait_for(lambda: operator.state() == "ready", timeout=60, what="the arm at home and the scene prompt")
             assert "scene ready?" in operator.status[-1]["message"]
             call(operator, Trigger, "policy/start", Trigger.Request())
-            wait_for(lambda: len(operator.ended()) >= 3, timeout=90, what="three episodes")
+            wait_for(lambda: len(operator.ended()) >= 3, timeout=120, what="three episodes")
             # the stop, called while the policy is planning a chunk
             wait_for(lambda: operator.state() == "running" and node.arm.worker.busy, timeout=30, what="inference")
             received_before = arm.received
@@ -97,8 +101,9 @@ def test_the_servo_profile_homes_and_never_lets_servo_time_out_mid_episode(tmp_p
         assert starts and all(starts)  # started only once homed: the pose check passed each time
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def running_arm(tmp_path_factory):
+    """One running node for all of the test's generated examples (torn down before the next test runs)."""
     tmp = tmp_path_factory.mktemp("fuzz")
     with ros_context() as ctx:
         arm = JointTrajectoryControllerDouble(context=ctx)
@@ -121,3 +126,24 @@ def test_generated_input_never_reaches_the_arm_as_a_bad_command(running_arm, bat
     assert node.counters["callback_errors"] == 0
     answer = call(operator, Trigger, "policy/stop", Trigger.Request(), timeout=5.0)  # the node keeps answering
     assert answer.message
+
+
+def test_joints_the_arm_does_not_publish_are_refused_with_the_parameter_and_nothing_moves(tmp_path):
+    joints = [*FRANKA_FR3.names[:3], "panda_joint4", *FRANKA_FR3.names[4:]]  # one name from another arm
+    params = fr3_jtc_parameters(tmp_path, **{"command.joints": joints, "reset.timeout_s": 1.0})
+    with ros_context() as ctx:
+        arm = JointTrajectoryControllerDouble(context=ctx)
+        node = PolicyNode(context=ctx, parameter_overrides=overrides(params))
+        operator = Operator(ctx, auto_start=False)
+        node.trigger_configure()
+        node.trigger_activate()
+        with spinning(ctx, arm, node, operator):
+            failed = wait_for(
+                lambda: next((s for s in operator.status if s["message"].startswith("reset failed")), None),
+                timeout=30,
+                what="the reset to fail",
+            )
+            assert "lacks ['panda_joint4']" in failed["message"] and "command.joints" in failed["message"]
+            refused = call(operator, Trigger, "policy/start", Trigger.Request())
+            assert not refused.success
+        assert arm.received == 0  # not one trajectory reached the controller

@@ -146,6 +146,9 @@ class TrajectoryFollower:
         if q0.shape != self.lower.shape or not _finite(q0) or np.any(q0 < self.lower) or np.any(q0 > self.upper):
             raise ValueError(f"initial positions {list(q0)} are not {len(self.lower)} values within the limits")
         self._times, self._positions = [float(clock())], [q0]  # the plan's knots, linear in between
+        # the arm's measured positions, when it is not mock hardware: a trajectory that starts now starts
+        # from them (the JTC's default, open_loop_control false), not from the last command
+        self.measured: Callable[[], np.ndarray] | None = None
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
 
@@ -201,7 +204,8 @@ class TrajectoryFollower:
         anchor = max(start, now)  # the old plan runs until the new one starts; past points are skipped
         times = start + tfs
         knot_t, knot_q = np.concatenate([[anchor], times[times >= anchor]]), targets[times >= anchor]
-        knot_q = np.vstack([self.sample(anchor), knot_q])
+        here = self.measured() if self.measured is not None and anchor <= now else self.sample(anchor)
+        knot_q = np.vstack([here, knot_q])
         dt, dq = np.diff(knot_t), np.abs(np.diff(knot_q, axis=0))
         with np.errstate(divide="ignore", invalid="ignore"):
             implied = np.where(dq > 0, dq / dt[:, None], 0.0)
@@ -315,6 +319,8 @@ class Received(NamedTuple):
     time: float  # the double's seconds (see now_s)
     outcome: str  # "accepted" or the reason of the rejection
     first: tuple[float, ...] = ()  # the first point's positions (a hold repeats a published joint state)
+    sent: float = 0.0  # system clock (s) when the publisher sent it, from the middleware's message info
+    arrived: float = 0.0  # system clock (s) when the middleware received it (before any Python callback ran)
 
 
 class _DoubleNode(Node):
@@ -382,7 +388,7 @@ class JointTrajectoryControllerDouble(_DoubleNode):
         self.state_pub = self.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
         self.create_subscription(JointTrajectory, f"{prefix}/joint_trajectory", self._on_trajectory, COMMANDS)
 
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
+    def _on_trajectory(self, msg: JointTrajectory, info: Any) -> None:
         points = []
         for p in msg.points:
             t = p.time_from_start
@@ -391,7 +397,8 @@ class JointTrajectoryControllerDouble(_DoubleNode):
             now = self.now_s()
             reason = self.follower.submit(msg.joint_names, points, self.seconds(msg.header.stamp), now)
             first = tuple(map(float, msg.points[0].positions)) if msg.points else ()
-            self._trajectories.append(Received(now, reason or "accepted", first))
+            sent, arrived = info["source_timestamp"] * 1e-9, info["received_timestamp"] * 1e-9
+            self._trajectories.append(Received(now, reason or "accepted", first, sent, arrived))
 
     def _tick(self) -> None:
         with self.lock:

@@ -1,9 +1,10 @@
-"""The policy node's figures and its /diagnostics message: what a lab engineer reads in rqt."""
+"""The policy node's reports: its figures on /diagnostics (what a lab engineer reads in rqt) and the
+~/episode_status the tablet, the sim bridge and the detector follow."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -48,3 +49,20 @@ def diagnostics(node: PolicyNode) -> DiagnosticArray:
     array = DiagnosticArray(status=[status])
     array.header.stamp = node.get_clock().now().to_msg()
     return array
+
+
+def episode_status(node: PolicyNode, seq: int) -> dict[str, Any]:
+    """The JSON of ~/episode_status: phase, message, context, the running episode, the last one."""
+    runner = node.arm.runner if node.arm is not None else None
+    running = runner is not None and runner.running
+    return {
+        "seq": seq,
+        "state": node.phase,
+        "message": node.phases.message,
+        "context": None if node.current_context is None else vars(node.current_context),
+        "episode_id": runner.controller.metas[0].episode_id if running else None,
+        "step": runner.steps if running else 0,
+        "policy_version": None if node.arm is None else node.arm.policy_version,
+        "software_stop": node.stopped,
+        "last_episode": node.last_episode,
+    }

@@ -49,7 +49,7 @@ from ript_robot.types import Label
 from ript_ros.adapters import UnsafeCommand
 from ript_ros.config import PolicyNodeConfig
 from ript_ros.convert import InputError
-from ript_ros.diagnostics import diagnostics, loop_stats
+from ript_ros.diagnostics import diagnostics, episode_status, loop_stats
 from ript_ros.inputs import stamp_seconds
 from ript_ros.params import declare, read
 from ript_ros.phases import BETWEEN_EPISODES, EPISODE, Phase, PhaseMachine
@@ -81,7 +81,7 @@ def guarded(callback: Callable[..., Any]) -> Callable[..., Any]:
 class PolicyNode(LifecycleNode):
     """Runs a VLA policy on an arm through ROS 2; see the module docstring."""
 
-    EXECUTOR_THREADS = 2  # safety (services, stop, watchdog) and inputs run concurrently; control has its own thread
+    EXECUTOR_THREADS = 3  # the safety, input and report groups run side by side; control has a thread of its own
 
     def __init__(self, name: str = "policy", **kwargs: Any):
         super().__init__(name, **kwargs)
@@ -110,6 +110,7 @@ class PolicyNode(LifecycleNode):
         self._next_poll = 0.0
         self.safety_group = MutuallyExclusiveCallbackGroup()  # services, the stop, the command watchdog
         self.input_group = MutuallyExclusiveCallbackGroup()  # sensor callbacks (image conversion takes ms)
+        self.report_group = MutuallyExclusiveCallbackGroup()  # /diagnostics: percentiles take ms, never the stop's
         self.status_pub = self.create_publisher(String, "~/episode_status", LATCHED)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
         # the services exist in every state: a software stop must always be reachable
@@ -146,7 +147,7 @@ class PolicyNode(LifecycleNode):
         period = 1.0 / self.cfg.control_hz
         self._timers = [
             self.create_timer(period, self._on_watchdog, callback_group=self.safety_group),
-            self.create_timer(1.0, self._publish_diagnostics, callback_group=self.safety_group),
+            self.create_timer(1.0, self._publish_diagnostics, callback_group=self.report_group),
         ]
         # the control loop paces itself on its own thread: no executor queue between it and its deadline
         self._control = PeriodicThread(period, self._on_control, name="control")
@@ -258,7 +259,11 @@ class PolicyNode(LifecycleNode):
                 self._finish("max steps", None)  # unlabeled: the operator labels it on the tablet
             elif phase in (Phase.IDLE, Phase.WAITING) and now >= self._next_poll:
                 self._next_poll = now + self.cfg.poll_s
-                self._next_context()
+                if phase is Phase.WAITING and self.current_context is not None:  # a failed reset: try it again
+                    self.arm.homing.begin()
+                    self.phases.to(Phase.RESETTING, f"resetting the arm for {self.current_context.context_id}")
+                else:
+                    self._next_context()
 
     def _control_period(self, now: float) -> None:
         arm = self.arm
@@ -312,7 +317,9 @@ class PolicyNode(LifecycleNode):
         messages, fault = self.arm.homing.period(self.arm.inputs, self._now())
         self._publish(messages)
         if fault:
-            self.phases.to(Phase.WAITING, f"reset failed: {fault}; clear the arm and release, or restart")
+            last = self.arm.inputs.last_error
+            why = f"{fault}{f' (last refused input: {last})' if last else ''}"
+            self.phases.to(Phase.WAITING, f"reset failed: {why}; fix it, then call start again or restart")
         elif self.arm.homing.stage is Stage.DONE:
             ctx = self.current_context
             self.phases.to(Phase.READY, f"scene ready? set up context {ctx.context_id} ({ctx.instruction}), then start")
@@ -333,6 +340,7 @@ class PolicyNode(LifecycleNode):
             self.phases.to(Phase.STOPPED, "software stop engaged: release it to continue")
             return
         phase, message, context = self.arm.next_context(getattr(self, "instruction", ""))
+        self.current_context = None
         if phase is not Phase.READY:
             self.phases.to(phase, message)
             return
@@ -446,23 +454,9 @@ class PolicyNode(LifecycleNode):
         self.hold_times.append(time.monotonic())
 
     def _publish_status(self) -> None:
-        if not self.context.ok():
-            return
-        self._status_seq += 1
-        runner = self.arm.runner if self.arm is not None else None
-        running = runner is not None and runner.running
-        status = {
-            "seq": self._status_seq,
-            "state": self.phase,
-            "message": self.phases.message,
-            "context": None if self.current_context is None else vars(self.current_context),
-            "episode_id": runner.controller.metas[0].episode_id if running else None,
-            "step": runner.steps if running else 0,
-            "policy_version": None if self.arm is None else self.arm.policy_version,
-            "software_stop": self.stopped,
-            "last_episode": self.last_episode,
-        }
-        self.status_pub.publish(String(data=json.dumps(status)))
+        if self.context.ok():
+            self._status_seq += 1
+            self.status_pub.publish(String(data=json.dumps(episode_status(self, self._status_seq))))
 
     def stats(self) -> dict[str, float]:
         """Control-loop figures: periods, misses, latency and policy time percentiles, safety counts."""
