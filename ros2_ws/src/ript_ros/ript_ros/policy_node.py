@@ -175,7 +175,6 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_timers()
         self.close()
         return TransitionCallbackReturn.SUCCESS
 
@@ -249,6 +248,8 @@ class PolicyNode(LifecycleNode):
         deadlines, polling."""
         with self.lock:
             phase, now = self.phases.phase, time.monotonic()
+            if self.arm is None:
+                return  # released (cleanup or shutdown) while this period waited for the lock
             if phase is Phase.RUNNING:
                 self._control_period(now)
             elif phase is Phase.RESETTING:
@@ -466,8 +467,10 @@ class PolicyNode(LifecycleNode):
         self.diagnostics_pub.publish(diagnostics(self))
 
     def close(self) -> None:
-        """End a running episode (unlabeled, reason 'shutdown'), hold the arm and commit what the writer holds."""
+        """Stop the control loop, end a running episode (unlabeled, reason 'shutdown'), hold the arm and
+        commit what the writer holds."""
         try:
+            self._stop_timers()
             with self.lock:
                 if self.phases.phase in EPISODE:
                     self._finish("shutdown", None)
