@@ -41,6 +41,7 @@ class Policy(nn.Module, ABC):
     image_shape: tuple[int, int]  # (height, width) of each camera's RGB image
     state_dim: int  # length of the proprioceptive state
     action_dim: int  # length of one action
+    log_prob_span: int = 1  # actions one log-prob covers; a token policy's sits on its span's first action
 
     @property
     @abstractmethod

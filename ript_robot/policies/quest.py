@@ -93,6 +93,7 @@ class QuestPolicy(VisionLanguagePolicy):
         if config.chunk_size % q.actions_per_token:
             raise ValueError(f"actions_per_token ({q.actions_per_token}) must divide chunk_size ({config.chunk_size})")
         self.tokens = config.chunk_size // q.actions_per_token
+        self.log_prob_span = q.actions_per_token  # PPO credits (and averages over) tokens, not their actions
         self.span = q.actions_per_token * self.action_dim  # numbers one token decodes to
         width, d = config.hidden_dim, len(q.fsq_levels)
         self.fsq = FSQ(q.fsq_levels)

@@ -2,13 +2,15 @@
 
 Every action a chunk executed is one sample, as every token is in an LLM's GRPO: its
 advantage is its episode's leave-one-out advantage, its old log-probability the one `act()`
-reported when the chunk was sampled, and actions of a chunk left unexecuted (the episode
-ended mid-chunk) are masked out. The loss reads like the paper:
+reported when the chunk was sampled. Masked out: actions of a chunk left unexecuted (the
+episode ended mid-chunk, or the next chunk took over) and actions the safety filter changed
+before they were sent, since raising the likelihood of a command the arm never received
+would credit the wrong action (token policies: the whole token). The loss reads like the paper:
 
     ratio    = exp(new_log_prob - old_log_prob)
     pg_loss1 = -advantage * ratio
     pg_loss2 = -advantage * clip(ratio, 1 - clip_low, 1 + clip_high)
-    loss     = mean over executed actions of max(pg_loss1, pg_loss2)
+    loss     = mean over credited log-probs of max(pg_loss1, pg_loss2)
 
 with separate lower and upper clip ranges (a larger upper range lets rare successes grow).
 A ratio per action rather than per chunk keeps it near 1: a chunk's ratio is the product
@@ -39,7 +41,9 @@ class RolloutBatch:
     actions: torch.Tensor  # (N, H, A) as sampled
     old_log_prob: torch.Tensor  # (N, H) per action, as reported by act()
     advantages: torch.Tensor  # (N,)
-    mask: torch.Tensor  # (N, H) 1.0 where the action was executed
+    mask: torch.Tensor  # (N, H) 1.0 where a log-prob is credited: executed as sampled
+    executed_actions: int = 0  # actions the episodes executed
+    clipped_actions: int = 0  # of those, changed by the safety filter (never credited)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -54,25 +58,49 @@ class RolloutBatch:
         )
 
 
+def credited(executed: int, clipped: np.ndarray, span: int) -> np.ndarray:
+    """Which of a chunk's H log-prob positions PPO credits: (H,) bool.
+
+    executed: how many of its actions ran (a prefix); clipped: (H,) bool, actions the safety filter
+    changed; span: actions one log-prob covers (1, or a token's actions for token policies, whose
+    log-prob sits on the span's first action). A span is credited when its first action ran and
+    none of its executed actions was changed: the likelihood of an action never sent is not raised.
+    """
+    h = len(clipped)
+    ran = np.arange(h) < executed
+    changed = (clipped & ran).reshape(-1, span).any(axis=1)
+    out = np.zeros(h, bool)
+    out[::span] = ran[::span] & ~changed
+    return out
+
+
 def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
     """Flatten groups into chunk samples with leave-one-out advantages; None if no signal.
 
     Unlabeled episodes are skipped (they get no advantage and are not in any baseline), and
     so are episodes whose advantage is exactly zero, which would add nothing to the loss.
+    Actions the safety filter changed (bounds, rate or workspace clips) are masked out (`credited`).
     """
     observations, actions, old_log_prob, advantages, masks = [], [], [], [], []
-    h = policy.chunk_size
+    h, span = policy.chunk_size, policy.log_prob_span
+    executed_actions = clipped_actions = 0
     for group in groups:
         for episode, advantage in zip(group.episodes, leave_one_out_advantage(group.rewards), strict=True):
             if episode.reward is None or advantage == 0.0:
                 continue
             executed = np.bincount([s.chunk_index for s in episode.steps], minlength=len(episode.chunks))
-            for chunk, obs, n in zip(episode.chunks, episode.chunk_observations, executed, strict=True):
+            clipped = np.zeros((len(episode.chunks), h), bool)
+            first = np.cumsum(executed) - executed  # each chunk's first step
+            for s in episode.steps:
+                clipped[s.chunk_index, s.step - first[s.chunk_index]] = s.safety_clipped
+            executed_actions += int(executed.sum())
+            clipped_actions += int(clipped.sum())
+            for c, (chunk, obs, n) in enumerate(zip(episode.chunks, episode.chunk_observations, executed, strict=True)):
                 observations.append(obs)
                 actions.append(chunk.actions)
                 old_log_prob.append(chunk.step_log_prob)
                 advantages.append(advantage)
-                masks.append(np.arange(h) < n)
+                masks.append(credited(int(n), clipped[c], span))
     if not observations:
         return None
     return RolloutBatch(
@@ -81,6 +109,8 @@ def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
         old_log_prob=torch.from_numpy(np.stack(old_log_prob)).float(),
         advantages=torch.tensor(advantages, dtype=torch.float32),
         mask=torch.from_numpy(np.stack(masks)).float(),
+        executed_actions=executed_actions,
+        clipped_actions=clipped_actions,
     )
 
 
@@ -126,8 +156,11 @@ def ppo_update(
 
     With `config.target_kl` set, the update ends after the first minibatch whose approx_kl
     exceeds it (CleanRL's early stop, per minibatch): `minibatches` says how many ran.
-    `initial_ratio_error` is max |ratio - 1| before any step: it must be ~0, since the policy
-    that sampled the batch is the one being updated (a check on the log-prob bookkeeping).
+    `initial_ratio_error` is max |ratio - 1| before any step. On-policy (every rollout ran the
+    version being updated) it must be ~0: a check on the log-prob bookkeeping. With stale
+    rollouts (`trainer.max_staleness` >= 1) it is the largest importance ratio between the
+    current policy and the older one that sampled, which the clip then bounds.
+    `clipped_share` is the share of executed actions the safety filter changed (none credited).
 
     Data-parallel: inside a torch.distributed process group (torchrun; gloo on CPU, NCCL on
     GPUs) every rank holds the same batch, parameters and generator seed, scores only its
@@ -204,5 +237,6 @@ def ppo_update(
     out = {key: value / max(steps, 1) for key, value in sums.items()}
     out["initial_ratio_error"] = initial_ratio_error
     out["samples"] = float(len(batch))
+    out["clipped_share"] = batch.clipped_actions / max(batch.executed_actions, 1)
     out["minibatches"] = float(steps)
     return out

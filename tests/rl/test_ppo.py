@@ -9,7 +9,7 @@ from conftest import make_env, tiny_policy
 
 from ript_robot.config import RIPTConfig, RuntimeConfig
 from ript_robot.envs.pick import make_contexts
-from ript_robot.rl.ppo import build_batch, ppo_loss, ppo_update
+from ript_robot.rl.ppo import build_batch, credited, ppo_loss, ppo_update
 from ript_robot.rl.sampling import Group
 from ript_robot.runtime.loop import run_episodes
 from ript_robot.types import ActionChunk, Episode, EpisodeMeta, Label, StepRecord
@@ -61,8 +61,10 @@ def _observations(n: int):
     return contexts, [env.reset(c) for c in contexts]
 
 
-def _episode(context, obs, reward, chunk_steps: list[int], h: int = 4, fill: float = 0.0) -> Episode:
-    """An episode whose chunk k was executed for chunk_steps[k] steps."""
+def _episode(
+    context, obs, reward, chunk_steps: list[int], h: int = 4, fill: float = 0.0, clipped: frozenset[int] = frozenset()
+) -> Episode:
+    """An episode whose chunk k was executed for chunk_steps[k] steps; the safety filter changed steps `clipped`."""
     label = None if reward is None else Label(success=bool(reward), source="sim")
     meta = EpisodeMeta(f"{context.context_id}-{fill}", context, 0, "test", 0.0, label=label)
     chunks = [
@@ -72,7 +74,8 @@ def _episode(context, obs, reward, chunk_steps: list[int], h: int = 4, fill: flo
     steps = []
     for k, n in enumerate(chunk_steps):
         for _ in range(n):
-            steps.append(StepRecord(len(steps), 0.0, obs, np.zeros(3, np.float32), chunk_index=k))
+            t = len(steps)
+            steps.append(StepRecord(t, 0.0, obs, np.zeros(3, np.float32), chunk_index=k, safety_clipped=t in clipped))
     return Episode(meta, steps, chunks, [obs] * len(chunks))
 
 
@@ -105,6 +108,33 @@ def test_build_batch_skips_unlabeled_and_zero_advantage_episodes(policy):
     sub = batch.select(torch.tensor([2]))
     assert len(sub) == 1
     torch.testing.assert_close(sub.advantages, torch.tensor([-1.0]))
+
+
+def test_actions_the_safety_filter_changed_are_never_credited(policy):
+    contexts, obs = _observations(1)
+    group = Group(
+        contexts[0],
+        [
+            _episode(contexts[0], obs[0], 1.0, [4, 3], fill=1.0, clipped=frozenset({1, 5})),
+            _episode(contexts[0], obs[0], 0.0, [2], fill=10.0, clipped=frozenset({0, 1})),
+        ],
+    )
+    batch = build_batch(policy, [group])
+    torch.testing.assert_close(
+        batch.mask, torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    )
+    assert (batch.executed_actions, batch.clipped_actions) == (9, 4)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    out = ppo_update(policy, optimizer, batch, RIPTConfig(ppo_epochs=1, minibatch_size=8))
+    assert out["clipped_share"] == pytest.approx(4 / 9)
+
+
+def test_a_token_is_credited_only_when_all_its_executed_actions_were_sent_as_sampled():
+    clipped = np.array([False, False, False, True, False, False])
+    # span 2: tokens (0,1) ran clean, (2,3) had action 3 clipped, (4,5) did not run (4 actions executed)
+    np.testing.assert_array_equal(credited(4, clipped, 2), [True, False, False, False, False, False])
+    np.testing.assert_array_equal(credited(5, np.zeros(6, bool), 2), [True, False, True, False, True, False])
+    np.testing.assert_array_equal(credited(3, clipped, 1), [True, True, True, False, False, False])
 
 
 def test_build_batch_without_signal_is_none(policy):
@@ -156,8 +186,10 @@ def test_ppo_update_raises_likelihood_of_positive_advantage_actions():
     ppo_update(policy, optimizer, batch, RIPTConfig(ppo_epochs=4, minibatch_size=8), torch.Generator().manual_seed(0))
     with torch.no_grad():
         delta = ((policy.log_prob(batch.inputs, batch.actions) - batch.old_log_prob) * batch.mask).sum(1)
-        delta = delta / batch.mask.sum(1)
-    positive, negative = delta[batch.advantages > 0].mean(), delta[batch.advantages < 0].mean()
+        counted = batch.mask.sum(1) > 0  # chunks whose every executed action was clipped carry no credit
+        delta = delta / batch.mask.sum(1).clamp(min=1)
+    positive = delta[(batch.advantages > 0) & counted].mean()
+    negative = delta[(batch.advantages < 0) & counted].mean()
     assert positive > 0.0
     assert positive > negative
 
