@@ -341,10 +341,12 @@ class StoreConfig(ConfigModel):
 class TrainerConfig(ConfigModel):
     """The off-board trainer service (`ript train`)."""
 
-    max_staleness: int = Field(0, ge=0, description="accept rollouts from policy versions >= current - max_staleness")
+    max_staleness: int = Field(
+        0, ge=0, description="groups scheduled for versions >= current - max_staleness still count (>= 1 with people)"
+    )
     poll_s: float = Field(0.5, gt=0.0, description="seconds between looks at the store while waiting for groups")
     stall_timeout_s: float = Field(
-        300.0, gt=0.0, description="re-schedule waiting contexts after this long with no new group"
+        300.0, gt=0.0, description="with no new rollout or label this long, re-schedule claimed, uncommitted slots"
     )
     output_dir: Path = Field(Path("runs/train"), description="metrics.jsonl and tensorboard/ of the trainer")
     fsdp: bool = Field(

@@ -17,6 +17,7 @@ import numpy as np
 
 LabelSource = Literal["sim", "operator", "detector"]
 EpisodeKind = Literal["rollout", "demonstration"]
+Sampling = Literal["sampled", "deterministic", "none"]  # how a policy drew the actions; "none": not a policy
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,11 @@ class Label:
 
     Labels are append-only: an undo is a label row with `retracted` set (it withdraws the
     label before it, whose `success` it repeats), and a correction is simply a newer label.
-    `suggestion` is the success probability the detector showed the operator, if any, so its
-    agreement with operators can be counted from the labels alone.
+    A `discarded` row says the episode must not be learned from (a fault, a disturbed scene):
+    it stays in the store, and the trainer re-schedules its slot. `suggestion` is the success
+    probability the detector showed the operator, if any, so its agreement with operators can
+    be counted from the labels alone. `undo_window_s` is how long its giver may still undo it:
+    the trainer uses a label only once that window has passed (`settled`).
     """
 
     success: bool
@@ -100,12 +104,20 @@ class Label:
     time: float = field(default_factory=time.time)
     retracted: bool = False
     suggestion: float | None = None
+    discarded: bool = False
+    undo_window_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"Label confidence must be in [0, 1], got {self.confidence}")
         if self.suggestion is not None and not 0.0 <= self.suggestion <= 1.0:
             raise ValueError(f"Label suggestion must be a probability in [0, 1], got {self.suggestion}")
+        if not self.undo_window_s >= 0.0:
+            raise ValueError(f"Label undo_window_s must be >= 0 seconds, got {self.undo_window_s}")
+
+    def settled(self, now: float) -> bool:
+        """Whether its undo window has passed at wall time `now` (always, for sim and detector labels)."""
+        return now >= self.time + self.undo_window_s
 
     @property
     def reward(self) -> float:
@@ -126,6 +138,8 @@ class EpisodeMeta:
     end_reason: str = ""
     label: Label | None = None
     kind: EpisodeKind = "rollout"  # demonstrations (teleoperation, scripted experts) feed SFT, not RIPT
+    sampling: Sampling = "none"  # RIPT learns only from "sampled" rollouts
+    slot_id: str | None = None  # the trainer's schedule slot this rollout fills; None for unscheduled runs
 
 
 @dataclass

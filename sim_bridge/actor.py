@@ -11,7 +11,7 @@ same slot. It stops when the trainer marks the schedule done (or after `max_epis
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +20,8 @@ from ript_robot.config import ConfigError, QuickstartConfig
 from ript_robot.data.checkpoints import PolicyFollower
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
+from ript_robot.runtime.loop import EpisodeSink
+from ript_robot.types import ActionChunk, EpisodeMeta, Label, Observation, StepRecord
 from sim_bridge.quickstart import builtin_rollouts
 from sim_bridge.rollouts import SimRollouts
 
@@ -33,16 +35,43 @@ class ActorReport:
     failures: list[str] = field(default_factory=list)
 
 
+class Unlabeled:
+    """A sink that commits episodes unlabeled, as a real arm does, and keeps the simulator's label
+    aside in `outcomes` (episode id -> Label): what a scripted operator looks at."""
+
+    def __init__(self, sink: EpisodeSink, outcomes: dict[str, Label]):
+        self.sink, self.outcomes = sink, outcomes
+
+    def begin(self, meta: EpisodeMeta) -> None:
+        self.sink.begin(meta)
+
+    def add_chunk(
+        self, episode_id: str, chunk: ActionChunk, observation: Observation, planned_step: int | None = None
+    ) -> None:
+        self.sink.add_chunk(episode_id, chunk, observation, planned_step)
+
+    def add_step(self, episode_id: str, record: StepRecord) -> None:
+        self.sink.add_step(episode_id, record)
+
+    def end(self, meta: EpisodeMeta, final: Observation | None = None) -> None:
+        if meta.label is not None:
+            self.outcomes[meta.episode_id] = meta.label
+        self.sink.end(replace(meta, label=None), final)
+
+
 def run_actor(
     cfg: QuickstartConfig,
     store: EpisodeStore,
     max_episodes: int | None = None,
     progress: bool = True,
     sim: SimRollouts | None = None,
+    outcomes: dict[str, Label] | None = None,
 ) -> ActorReport:
     """Run claimed rollouts until the schedule is done or `max_episodes` have been committed.
 
-    sim: the simulators to run them on (default: the built-in task); the actor closes them."""
+    sim: the simulators to run them on (default: the built-in task); the actor closes them.
+    outcomes: when given, rollouts are committed unlabeled, as on an arm, and the simulator's
+    labels go here by episode id instead (for a scripted operator to label from)."""
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     schedule = Schedule(store.backend)
@@ -53,6 +82,7 @@ def run_actor(
     writer = store.writer(
         chunk_frames=s.chunk_frames, flush_frames=s.flush_frames, compressor=s.compressor, clevel=s.clevel
     )
+    sink: EpisodeSink = writer if outcomes is None else Unlabeled(writer, outcomes)
     report = ActorReport()
     bar = tqdm(desc=f"actor {cfg.actor.robot_id}", unit="ep", disable=not progress)
     try:
@@ -76,7 +106,8 @@ def run_actor(
                 bar.set_postfix_str(f"v{follower.version}: waiting for work")
                 time.sleep(cfg.actor.poll_s)
                 continue
-            episodes = sim(follower.policy, [slot.context for slot in slots], sink=writer)
+            contexts, ids = [slot.context for slot in slots], [slot.slot_id for slot in slots]
+            episodes = sim(follower.policy, contexts, sink=sink, slot_ids=ids)
             report.episodes += len(episodes)
             bar.update(len(episodes))
             bar.set_postfix_str(f"v{follower.version}, {writer.backlog} queued for the store")

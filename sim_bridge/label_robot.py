@@ -61,6 +61,7 @@ class SimRobot(RobotLink):
         self._seq = 0
         self._state, self._message = "idle", ""
         self._context: Context | None = None
+        self._slot_id: str | None = None
         self._stopped = False
         self._last: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
@@ -73,6 +74,7 @@ class SimRobot(RobotLink):
         version = self.controller.policy.version
         slots = self.schedule.claim(version, self.robot_id, 1) if not self.schedule.finished() else []
         self._context = slots[0].context if slots else next(self._layouts)
+        self._slot_id = slots[0].slot_id if slots else None
         self._frame = self.env.reset(self._context).images["top"]
         self._set("ready", f"set up context {self._context.context_id}, then call start")
 
@@ -106,7 +108,7 @@ class SimRobot(RobotLink):
             if self._state != "ready" or self._context is None:
                 return False, f"not ready to start: {self._state} ({self._message})"
             observation = self.env.reset(self._context)
-            meta = self.controller.begin(SLOT, self._context)
+            meta = self.controller.begin(SLOT, self._context, self._slot_id)
             self._set("running", f"episode {meta.episode_id} on {self._context.context_id}")
         self._thread = threading.Thread(target=self._run, args=(observation,), name="sim-arm", daemon=True)
         self._thread.start()

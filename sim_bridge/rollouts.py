@@ -42,17 +42,21 @@ class SimRollouts:
         deterministic: bool = False,
         desc: str | None = None,
         sink: EpisodeSink | None = None,
+        slot_ids: Sequence[str] | None = None,
     ) -> list[Episode]:
-        """One episode per context, in order; `sink` (e.g. the store's writer) also gets every step."""
+        """One episode per context, in order; `sink` (e.g. the store's writer) also gets every step;
+        `slot_ids`: the schedule slot each context fills (an actor's claimed work)."""
         episodes: list[Episode] = []
         with tqdm(total=len(contexts), desc=desc, disable=desc is None, leave=False, unit="ep") as bar:
             for begin in range(0, len(contexts), self.max_envs):
                 batch = contexts[begin : begin + self.max_envs]
                 while len(self.envs) < len(batch):
                     self.envs.append(self.make_env())
+                slots = None if slot_ids is None else slot_ids[begin : begin + self.max_envs]
                 episodes += run_episodes(
-                    self.envs[: len(batch)], batch, policy, self.runtime, sink, deterministic, self.robot_id
-                )
+                    self.envs[: len(batch)], batch, policy, self.runtime, sink, deterministic, self.robot_id,
+                    slot_ids=slots,
+                )  # fmt: skip
                 bar.update(len(batch))
         return episodes
 

@@ -38,6 +38,8 @@ def label_to_dict(label: Label) -> dict[str, Any]:
         "time": label.time,
         "retracted": label.retracted,
         "suggestion": label.suggestion,
+        "discarded": label.discarded,
+        "undo_window_s": label.undo_window_s,
     }
 
 
@@ -48,8 +50,10 @@ def label_from_dict(d: dict[str, Any]) -> Label:
         float(d["confidence"]),
         d.get("labeler", ""),
         float(d["time"]),
-        bool(d.get("retracted", False)),  # stores written before undo existed lack these two
+        bool(d.get("retracted", False)),  # stores written before undo existed lack these
         d.get("suggestion"),
+        bool(d.get("discarded", False)),
+        float(d.get("undo_window_s", 0.0)),
     )
 
 
@@ -68,6 +72,8 @@ def meta_to_dict(meta: EpisodeMeta) -> dict[str, Any]:
         "num_steps": meta.num_steps,
         "end_reason": meta.end_reason,
         "kind": meta.kind,
+        "sampling": meta.sampling,
+        "slot_id": meta.slot_id,
         "label": None if meta.label is None else label_to_dict(meta.label),
     }
 
@@ -84,13 +90,15 @@ def meta_from_dict(d: dict[str, Any]) -> EpisodeMeta:
         end_reason=d["end_reason"],
         label=None if d.get("label") is None else label_from_dict(d["label"]),
         kind=d.get("kind", "rollout"),
+        sampling=d.get("sampling", "none"),  # stores from before provenance: never in a RIPT group
+        slot_id=d.get("slot_id"),
     )
 
 
 @dataclass
 class EpisodeRecord:
     """What the index knows about one committed episode; `meta.label` is the newest label (None when it
-    was retracted: undone)."""
+    was retracted, i.e. undone, or when the episode was discarded)."""
 
     meta: EpisodeMeta
     committed_at: float
@@ -103,6 +111,24 @@ class EpisodeRecord:
     @property
     def reward(self) -> float | None:
         return None if self.meta.label is None else self.meta.label.reward
+
+    @property
+    def newest(self) -> Label | None:
+        """The newest label row (a retraction or a discard included), None when never labeled."""
+        return self.labels[-1] if self.labels else None
+
+    @property
+    def discarded(self) -> bool:
+        """Whether the newest label row discards the episode (not to be learned from)."""
+        return self.newest is not None and self.newest.discarded
+
+    def settled_label(self, now: float) -> Label | None:
+        """The label the trainer may use at wall time `now`: the newest row, once its undo window has
+        passed, unless it is a retraction or a discard."""
+        newest = self.newest
+        if newest is None or newest.retracted or newest.discarded or not newest.settled(now):
+            return None
+        return newest
 
 
 class IndexWriter:
@@ -192,7 +218,7 @@ class Index:
         for record in episodes.values():
             record.labels.sort(key=lambda label: label.time)
             newest = record.labels[-1] if record.labels else None
-            record.meta.label = None if newest is None or newest.retracted else newest
+            record.meta.label = None if newest is None or newest.retracted or newest.discarded else newest
         self.episodes = episodes
 
 

@@ -4,7 +4,10 @@ For each policy version the trainer writes rounds of work, `schedule/v<version>/
 each a list of slots (one rollout of one context). Actors claim slots with create-only
 writes (`claims/<slot>`): on a disk and on S3 alike exactly one writer can create an
 object, so two actors never run the same slot, with no lock server. The K slots of a
-context are listed together, so an actor that claims a batch gets whole groups.
+context are listed together, so an actor that claims a batch gets whole groups; each slot
+names its group, and a slot scheduled in place of a discarded or lost rollout names the
+slot it replaces and joins that group. Every rollout records its slot, so the trainer
+learns only from the work it scheduled.
 `schedule/done.json` tells actors the trainer has finished.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ript_robot.data.backend import Backend
@@ -22,11 +26,13 @@ DONE = "schedule/done.json"
 
 @dataclass(frozen=True)
 class Slot:
-    """One scheduled rollout."""
+    """One scheduled rollout; the K slots of a `group` (plus any replacements) form one RIPT group."""
 
     slot_id: str
     policy_version: int
     context: Context
+    group: str  # `v<version>-r<round>-g<index>` of the round that scheduled the group
+    replaces: str | None = None  # the slot whose rollout this one replaces (discarded, or lost with its actor)
 
 
 def _folder(version: int) -> str:
@@ -50,7 +56,13 @@ class Schedule:
             if path not in self._rounds:
                 data = self.backend.get_json(path)
                 self._rounds[path] = [
-                    Slot(s["slot"], version, Context(s["context_id"], s["instruction"], s["seed"], s["scene"]))
+                    Slot(
+                        s["slot"],
+                        version,
+                        Context(s["context_id"], s["instruction"], s["seed"], s["scene"]),
+                        s.get("group", s["slot"]),  # schedules from before groups were named: one slot each
+                        s.get("replaces"),
+                    )
                     for s in data["slots"]
                 ]
             out.append(self._rounds[path])
@@ -60,14 +72,30 @@ class Schedule:
         return [slot for r in self.rounds(version) for slot in r]
 
     def write_round(self, version: int, contexts: list[Context], rollouts_per_context: int) -> list[Slot]:
-        """Schedule K rollouts of each context for `version`; returns the new slots."""
-        n = len(self.rounds(version)) + 1
-        while True:
-            slots = [
-                Slot(f"v{version:06d}-r{n:03d}-{i * rollouts_per_context + k:05d}", version, c)
+        """Schedule a group of K rollouts of each context for `version`; returns the new slots."""
+        return self._write(
+            version,
+            lambda prefix: [
+                Slot(f"{prefix}-{i * rollouts_per_context + k:05d}", version, c, f"{prefix}-g{i:03d}")
                 for i, c in enumerate(contexts)
                 for k in range(rollouts_per_context)
-            ]
+            ],
+        )
+
+    def write_replacements(self, version: int, replaced: list[Slot]) -> list[Slot]:
+        """Schedule, for `version`, one rollout in place of each slot in `replaced`, in the same group."""
+        return self._write(
+            version,
+            lambda prefix: [
+                Slot(f"{prefix}-{i:05d}", version, s.context, s.group, s.slot_id) for i, s in enumerate(replaced)
+            ],
+        )
+
+    def _write(self, version: int, make: Callable[[str], list[Slot]]) -> list[Slot]:
+        """Write the next round of `version` with the slots `make(prefix)` names (prefix `v<version>-r<round>`)."""
+        n = len(self.rounds(version)) + 1
+        while True:
+            slots = make(f"v{version:06d}-r{n:03d}")
             rows = [
                 {
                     "slot": s.slot_id,
@@ -75,6 +103,8 @@ class Schedule:
                     "instruction": s.context.instruction,
                     "seed": s.context.seed,
                     "scene": s.context.scene,
+                    "group": s.group,
+                    "replaces": s.replaces,
                 }
                 for s in slots
             ]

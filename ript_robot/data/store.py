@@ -285,12 +285,19 @@ class EpisodeStore:
         """
         if episode_id not in self.index.episodes:
             self.refresh()
-        if episode_id not in self.index.episodes:
+        record = self.index.episodes.get(episode_id)
+        if record is None:
             raise StoreError(f"cannot label {episode_id}: no committed episode with that id in {self.uri}")
+        ended = record.meta.end_time
+        if ended is not None and label.time < ended:
+            raise StoreError(
+                f"cannot label {episode_id}: the label's time ({label.time:.3f}) is before the episode ended "
+                f"({ended:.3f}); check the labeling host's clock (NTP) and label it again"
+            )
         self.index_writer.append(label_row(episode_id, label))
         group = zarr.open_group(self.backend.zarr, path=f"episodes/{episode_id}", mode="r+")
         attrs = dict(group.attrs["ript_episode"])
-        attrs["label"] = None if label.retracted else label_to_dict(label)
+        attrs["label"] = None if label.retracted or label.discarded else label_to_dict(label)
         group.attrs.update({"ript_episode": attrs})
         self.refresh()
 
@@ -350,6 +357,12 @@ class EpisodeStore:
                 unlabeled += 1
             else:
                 per_version[r.meta.policy_version].append(r.reward)
+        waiting = [  # scheduled, sampled rollouts the trainer waits on: the operator's queue
+            r
+            for r in records
+            if r.meta.slot_id and r.meta.sampling == "sampled" and r.reward is None and not r.discarded
+        ]
+        oldest = min((r.meta.end_time or r.committed_at for r in waiting), default=None)
         sources: dict[str, int] = defaultdict(int)
         for r in records:
             if r.meta.label is not None:
@@ -362,6 +375,9 @@ class EpisodeStore:
             "contexts": len({r.meta.context.context_id for r in records}),
             "robots": sorted({r.meta.robot_id for r in records}),
             "unlabeled_rollouts": unlabeled,
+            "label_backlog": len(waiting),
+            "label_backlog_oldest_s": None if oldest is None else round(time.time() - oldest, 1),
+            "discarded": sum(r.discarded for r in records),
             "label_sources": dict(sources),
             "success_per_version": {
                 v: {"episodes": len(rs), "success": float(np.mean(rs))} for v, rs in sorted(per_version.items())

@@ -117,8 +117,9 @@ class EpisodeController:
             )
         self.policy = policy
 
-    def begin(self, slot: int, context: Context) -> EpisodeMeta:
-        """Start an episode in `slot` (its env already reset to `context`)."""
+    def begin(self, slot: int, context: Context, slot_id: str | None = None) -> EpisodeMeta:
+        """Start an episode in `slot` (its env already reset to `context`); `slot_id`: the schedule
+        slot it fills (None for unscheduled runs, which RIPT never learns from)."""
         if slot in self.metas:
             raise RuntimeError(f"slot {slot} already runs episode {self.metas[slot].episode_id}")
         meta = EpisodeMeta(
@@ -127,6 +128,8 @@ class EpisodeController:
             policy_version=self.policy.version,
             robot_id=self.robot_id,
             start_time=time.time(),
+            sampling="deterministic" if self.deterministic else "sampled",
+            slot_id=slot_id,
         )
         self.metas[slot] = meta
         self._steps[slot] = 0
@@ -254,14 +257,20 @@ def run_episodes(
     robot_id: str = "sim",
     safety: SafetyFilter | None = None,
     on_step: Callable[[int], None] | None = None,
+    slot_ids: Sequence[str | None] | None = None,
 ) -> list[Episode]:
     """Run one episode per (env, context) pair in lock step and return them, in order.
 
     sink: also receives every chunk and step (the returned episodes come from an internal
     buffer either way). on_step(n_active): called once per tick, e.g. for a progress bar.
+    slot_ids: the schedule slot each episode fills (default: none). A fault (a non-finite
+    action) ends the episode as a failure: the simulator knows it did not succeed.
     """
     if len(envs) != len(contexts):
         raise ValueError(f"{len(envs)} envs but {len(contexts)} contexts: give one context per env")
+    slot_ids = [None] * len(contexts) if slot_ids is None else list(slot_ids)
+    if len(slot_ids) != len(contexts):
+        raise ValueError(f"{len(slot_ids)} slot ids for {len(contexts)} contexts: give one per context")
     if not envs:
         return []
     spec = envs[0].spec
@@ -274,14 +283,14 @@ def run_episodes(
     metas = []
     for i, (env, context) in enumerate(zip(envs, contexts, strict=True)):
         observations[i] = env.reset(context)
-        metas.append(controller.begin(i, context))
+        metas.append(controller.begin(i, context, slot_ids[i]))
 
     while observations:
         n_active = len(observations)
         stepping = []
         for i, (command, fault) in controller.tick(observations).items():
             if fault:
-                controller.finish(i, FAULT_REASON)
+                controller.finish(i, FAULT_REASON, Label(success=False, source="sim", labeler=type(envs[i]).__name__))
                 del observations[i]
                 continue
             envs[i].step_async(command, render=controller.frame_due(controller.step_of(i)))

@@ -5,7 +5,8 @@ a stalled camera driver must stop the arm, not let it run on a frozen picture. `
 measures a loop that should tick at a fixed rate, counts the ticks it missed and the ticks
 that overran their period, and warns (at most every few seconds) when the loop cannot keep
 up. Both take the clock as an argument, so tests drive them with a virtual clock. `PeriodicThread`
-runs a control loop's period on a thread of its own, on a fixed grid of deadlines.
+runs a control loop's period on a thread of its own, on a fixed grid of deadlines. `WallClock` and
+`ScaledClock` give services that wait on people wall time to run on, real or sped up for tests.
 """
 
 from __future__ import annotations
@@ -160,3 +161,33 @@ class PeriodicThread:
         self._stop.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+
+class WallClock:
+    """Wall time and sleeping, as services that wait on people (the trainer, a labeling desk) use them."""
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class ScaledClock(WallClock):
+    """Wall time that runs `factor` times faster than real time from its creation, and sleeps that much
+    shorter: tests and benchmarks of processes that wait minutes for people run in seconds. It never
+    reads earlier than the real wall clock, so stamps taken from either still order correctly."""
+
+    def __init__(self, factor: float):
+        """factor: virtual seconds per real second (>= 1)."""
+        if not factor >= 1.0:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.factor = factor
+        self._origin = time.time()
+
+    def time(self) -> float:
+        return self._origin + (time.time() - self._origin) * self.factor
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds) / self.factor)

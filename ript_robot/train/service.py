@@ -1,12 +1,15 @@
 """The off-board trainer service: RIPT updates from groups that actors commit to the store.
 
 The trainer and the actors meet only in the store. For the current policy version v the
-trainer schedules `groups_per_iteration` contexts, K rollouts each; whenever K labeled
-rollouts of a context have been committed (by any robot or sim worker, from policy
-versions v - max_staleness .. v) it judges the group. A group whose rewards are all equal
-is dropped and, within the dynamic-sampling budget, another context is scheduled in its
-place. With enough informative groups it runs the PPO update of `ript_robot.rl.ppo` and
-publishes v + 1, whose manifest lists the episodes it trained on and those it rejected.
+trainer schedules `groups_per_iteration` groups, K slots of one context each, and learns
+only from what fills them (`train.ledger`): sampled rollouts that name a slot it scheduled,
+once each carries a settled label (an operator's only after its undo window). Groups of
+versions v - max_staleness .. v that still wait for labels count as outstanding work, so
+late labels cost no extra rollouts. A group whose rewards are all equal is dropped and,
+within the dynamic-sampling budget, another context is scheduled in its place. With enough
+informative groups it runs the PPO update of `ript_robot.rl.ppo` and publishes v + 1, whose
+manifest lists the episodes it trained on and those it rejected, with the labels it used
+(`data.usage`: a correction after the fact is reported, never silently dropped).
 
 Everything the trainer needs to resume is in the store: the latest policy and its
 optimizer state, the schedule, and the manifests' episode lists (so a restarted trainer
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +39,8 @@ from ript_robot.data.checkpoints import (
     save_optimizer,
 )
 from ript_robot.data.schedule import Schedule
-from ript_robot.data.store import EpisodeStore, StoredGroup
+from ript_robot.data.store import EpisodeStore
+from ript_robot.data.usage import TrainingUse
 from ript_robot.policies.base import Policy
 from ript_robot.rl.distributed import (
     barrier,
@@ -50,6 +53,8 @@ from ript_robot.rl.distributed import (
 )
 from ript_robot.rl.ppo import build_batch, ppo_update
 from ript_robot.rl.sampling import ContextPool, Group, SamplingStats
+from ript_robot.runtime.timing import WallClock
+from ript_robot.train.ledger import GroupState, Ledger, LedgerGroup
 from ript_robot.train.logging import MetricsLogger
 from ript_robot.types import Context
 
@@ -67,7 +72,9 @@ class StoreTrainer:
         config: TrainerConfig,
         seed: int = 0,
         logger: MetricsLogger | None = None,
+        clock: WallClock | None = None,
     ):
+        """clock: wall time to settle labels and time stalls by, and to sleep on (default: the real one)."""
         self.store = store
         self.backend = store.backend
         self.schedule = Schedule(store.backend)
@@ -75,10 +82,13 @@ class StoreTrainer:
         self.ript = ript
         self.config = config
         self.logger = logger
+        self.clock = clock or WallClock()
         self.generator = torch.Generator().manual_seed(seed)
         self.policy: Policy | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.consumed: set[str] = set()
+        self.use = TrainingUse(store.backend)
+        self.reported: set[str] = set()  # corrections already printed
         self.abort_reason: str | None = None  # set from another thread (e.g. its actor died): stop waiting
 
     def start(self, initial: Policy | None = None) -> bool:
@@ -175,81 +185,97 @@ class StoreTrainer:
         if contexts:
             self.schedule.write_round(self.policy.version, contexts, self.ript.rollouts_per_context)
 
+    def ledger(self, judged: set[str] = frozenset()) -> Ledger:
+        """The scheduled groups of the staleness window as the store holds them now."""
+        return Ledger(
+            self.schedule,
+            self.store.refresh().records(),
+            self.policy.version,
+            self.config.max_staleness,
+            self.consumed | judged,
+            self.ript.rollouts_per_context,
+            self.clock.time(),
+        )
+
     def iteration(self, bar: tqdm | None = None) -> dict[str, Any]:
-        """Collect informative groups for the current version, then update and publish."""
+        """Collect informative groups for the current version, then update and publish.
+
+        Groups still waiting from earlier versions of the staleness window count as outstanding
+        work, so only the difference is scheduled; a rollout the operator discarded is replaced
+        at once, and after `stall_timeout_s` without any new rollout or label, so are slots whose
+        actor claimed them and went away."""
         assert self.policy is not None and self.optimizer is not None, "call start() first"
         cfg, v = self.ript, self.policy.version
-        k, wanted = cfg.rollouts_per_context, cfg.groups_per_iteration
-        min_version = v - self.config.max_staleness
+        wanted = cfg.groups_per_iteration
         budget = wanted * cfg.max_sampling_rounds if cfg.dynamic_sampling else wanted
-        pending = self._pending(v, min_version)
-        if not pending:
-            self._schedule(self.pool.take(wanted))
-            pending = self._pending(v, min_version)
-        scheduled = sum(pending.values())
-        accepted: list[StoredGroup] = []
-        rejected: list[StoredGroup] = []
+        scheduled = 0  # groups this iteration scheduled (waiting ones from before count as outstanding)
+        accepted: list[LedgerGroup] = []
+        rejected: list[LedgerGroup] = []
         stats = SamplingStats()
         judged: set[str] = set()
-        start = last_progress = time.monotonic()
+        start = last_progress = self.clock.time()
+        progress: tuple[int, int] | None = None
         while True:
             if self.abort_reason:
                 raise RuntimeError(f"training stopped while waiting for rollouts of v{v}: {self.abort_reason}")
-            self.store.refresh()
-            for group in self.store.complete_groups(k, min_version, v, exclude=self.consumed | judged):
-                judged.update(r.episode_id for r in group.records)
-                context_id = group.context.context_id
-                if pending[context_id] > 0:
-                    pending[context_id] -= 1
+            ledger = self.ledger(judged)
+            for group in ledger.in_state(GroupState.READY):
+                group.judged_at = ledger.now
+                judged.update(r.episode_id for r in group.members)
                 (accepted if stats.judge(group.rewards, cfg.dynamic_sampling) else rejected).append(group)
-                last_progress = time.monotonic()
-            waiting = sum(pending.values())
-            if len(accepted) >= wanted or (waiting == 0 and (scheduled >= budget or not cfg.dynamic_sampling)):
+            waiting = ledger.in_state(GroupState.WAITING)
+            if len(accepted) >= wanted or (not waiting and (scheduled >= budget or not cfg.dynamic_sampling)):
                 break
-            replace = min(wanted - len(accepted) - waiting, budget - scheduled)
-            if replace > 0:  # dynamic sampling: a context in place of each uniform group
-                contexts = self.pool.take(replace)
-                self._schedule(contexts)
-                pending.update(c.context_id for c in contexts)
+            replace = min(wanted - len(accepted) - len(waiting), budget - scheduled)
+            if replace > 0:  # a context in place of each uniform group (dynamic sampling), or first work
+                self._schedule(self.pool.take(replace))
                 scheduled += replace
-            if time.monotonic() - last_progress > self.config.stall_timeout_s:
-                tqdm.write(f"no rollouts for {self.config.stall_timeout_s:.0f} s: re-scheduling {waiting} contexts")
-                self._schedule(self._contexts([c for c, n in pending.items() for _ in range(n)]))
-                last_progress = time.monotonic()
+            if holes := ledger.holes():
+                self.schedule.write_replacements(v, holes)
+            now = self.clock.time()
+            if ledger.progress() != progress:
+                progress, last_progress = ledger.progress(), now
+            elif now - last_progress > self.config.stall_timeout_s:
+                claimed = set().union(*(self.schedule.claimed(u) for u in {g.version for g in waiting}))
+                if lost := ledger.lost(claimed | self.schedule.claimed(v)):
+                    tqdm.write(f"no new rollout or label for {self.config.stall_timeout_s:.0f} s: "
+                               f"re-scheduling {len(lost)} claimed rollouts never committed")  # fmt: skip
+                    self.schedule.write_replacements(v, lost)
+                last_progress = now
             if bar is not None:
                 bar.set_postfix_str(
-                    f"v{v}: {len(accepted)}/{wanted} groups, {len(rejected)} uniform, {waiting} waiting"
+                    f"v{v}: {len(accepted)}/{wanted} groups, {len(rejected)} uniform, {len(waiting)} waiting, "
+                    f"{ledger.backlog()} to label"
                 )
-            time.sleep(self.config.poll_s)
-        return self._update(v, accepted, rejected, stats, judged, time.monotonic() - start)
+            self.clock.sleep(self.config.poll_s)
+        return self._update(v, accepted, rejected, stats, judged, self.clock.time() - start, ledger)
 
-    def _pending(self, version: int, min_version: int) -> Counter[str]:
-        """Contexts scheduled for `version` whose group has not been used yet."""
-        scheduled = Counter(
-            s.context.context_id for s in self.schedule.slots(version)[:: self.ript.rollouts_per_context]
+    def corrections(self) -> list[str]:
+        """Episodes whose label changed after an update used them: 'episode <id>: used as ... by vN, now ...'."""
+        self.use.refresh()
+        records = self.store.index.episodes
+        found = (
+            (episode_id, self.use.correction(records[episode_id]))
+            for episode_id in self.use.uses
+            if episode_id in records
         )
-        used = Counter(
-            r.meta.context.context_id
-            for r in self.store.refresh().records()
-            if r.episode_id in self.consumed and min_version <= r.meta.policy_version <= version
-        )
-        return Counter({c: n - used[c] // self.ript.rollouts_per_context for c, n in scheduled.items()}) + Counter()
-
-    def _contexts(self, context_ids: list[str]) -> list[Context]:
-        by_id = {c.context_id: c for c in self.pool.contexts}
-        by_id.update({s.context.context_id: s.context for s in self.schedule.slots(self.policy.version)})
-        return [by_id[c] for c in context_ids]
+        return [f"episode {episode_id}: {text}" for episode_id, text in found if text]
 
     def _update(
         self,
         version: int,
-        accepted: list[StoredGroup],
-        rejected: list[StoredGroup],
+        accepted: list[LedgerGroup],
+        rejected: list[LedgerGroup],
         stats: SamplingStats,
         judged: set[str],
         wait_s: float,
+        ledger: Ledger,
     ) -> dict[str, Any]:
-        rewards = [r for g in accepted + rejected for r in g.rewards if r is not None]
+        rewards = [r for g in accepted + rejected for r in g.rewards]
+        corrections = self.corrections()
+        for line in sorted(set(corrections) - self.reported):
+            tqdm.write(f"label corrected after training: {line}")
+        self.reported.update(corrections)
         metrics: dict[str, Any] = {
             "policy_version": version,
             "rollout_success": float(np.mean(rewards)) if rewards else float("nan"),
@@ -259,12 +285,19 @@ class StoreTrainer:
             "rejected_all_success": stats.rejected_all_success,
             "rejected_all_failure": stats.rejected_all_failure,
             "wait_s": wait_s,
+            "label_backlog": ledger.backlog(),  # rollouts of waiting groups with no settled label yet
+            "mixed_version_groups": sum(g.mixed for g in accepted + rejected),  # the replacement fallback
+            "unfit_rollouts": len(ledger.unfit),  # named a slot they could not fill (e.g. deterministic)
+            "corrections_after_training": len(corrections),
         }
         start = time.monotonic()
         groups = []
         for g in accepted:
-            episodes = self.store.read_episodes(r.episode_id for r in g.records)
-            if len(episodes) == len(g.records):  # a damaged episode drops its group (with a warning)
+            episodes = self.store.read_episodes(r.episode_id for r in g.members)
+            judged_as = dict(zip((r.episode_id for r in g.members), g.labels, strict=True))
+            for episode in episodes:  # learn from the labels the group was judged on, not a newer, unsettled one
+                episode.meta.label = judged_as[episode.meta.episode_id]
+            if len(episodes) == len(g.members):  # a damaged episode drops its group (with a warning)
                 groups.append(Group(g.context, episodes))
         batch = build_batch(self.policy, groups) if groups else None
         if batch is not None:  # data-parallel ranks update alongside on the same groups (a no-op alone)
@@ -288,7 +321,13 @@ class StoreTrainer:
                 "iteration": self.policy.version,
                 "trained_on": trained_on,
                 "rejected": sorted(judged - set(trained_on)),
+                "labels_used": {  # what each episode was judged with, and when (wall time of the trainer's clock)
+                    r.episode_id: {"success": label.success, "time": label.time, "judged_at": g.judged_at}
+                    for g in accepted + rejected
+                    for r, label in zip(g.members, g.labels, strict=True)
+                },
                 "metrics": metrics,
+                "corrections": corrections,
             },
             state,
         )

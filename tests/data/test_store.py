@@ -103,8 +103,9 @@ def test_labels_arrive_later_without_touching_the_arrays(tmp_path: Path) -> None
 
     before = array_bytes()
     assert store.records()[0].reward is None
-    store.add_label(episode.meta.episode_id, Label(False, "operator", labeler="tablet-1", time=100.0))
-    store.add_label(episode.meta.episode_id, Label(True, "operator", labeler="tablet-2", time=200.0))
+    ended = episode.meta.end_time
+    store.add_label(episode.meta.episode_id, Label(False, "operator", labeler="tablet-1", time=ended + 100.0))
+    store.add_label(episode.meta.episode_id, Label(True, "operator", labeler="tablet-2", time=ended + 200.0))
     assert array_bytes() == before
     record = EpisodeStore(tmp_path).refresh().records()[0]  # a fresh reader sees the label history
     assert record.reward == 1.0 and record.meta.label.labeler == "tablet-2"
@@ -112,6 +113,9 @@ def test_labels_arrive_later_without_touching_the_arrays(tmp_path: Path) -> None
     assert zarr.open_group(folder).attrs["ript_episode"]["label"]["labeler"] == "tablet-2"
     with pytest.raises(StoreError, match="no committed episode"):
         store.add_label("nope", Label(True, "operator"))
+    with pytest.raises(StoreError, match=f"cannot label {episode.meta.episode_id}: .* before the episode ended"):
+        store.add_label(episode.meta.episode_id, Label(False, "operator", time=ended - 1.0))
+    assert len(EpisodeStore(tmp_path).refresh().records()[0].labels) == 2  # refused: nothing written
 
 
 def test_complete_groups_need_k_labeled_rollouts_from_accepted_versions(tmp_path: Path) -> None:

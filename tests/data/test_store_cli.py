@@ -35,6 +35,15 @@ def test_info_and_list_show_episodes_labels_and_success_per_version(
     info = json.loads(capsys.readouterr().out)
     assert info["episodes"] == 3 and info["contexts"] == 3 and info["label_sources"] == {"sim": 3}
     assert info["success_per_version"]["0"] == {"episodes": 3, "success": pytest.approx(2 / 3)}
+    assert info["label_backlog"] == 0 and info["label_backlog_oldest_s"] is None
+    waiting = synthetic_episode("ctx0", steps=4, success=None, seed=9)
+    waiting.meta.slot_id, waiting.meta.sampling = "v000000-r001-00000", "sampled"
+    store.write_episode(waiting)
+    evaluation = synthetic_episode("ctx0", steps=4, success=None, seed=10)  # unscheduled: nobody waits on it
+    store.write_episode(evaluation)
+    assert ript(["store", "info", "--store", store.uri]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["label_backlog"] == 1 and info["label_backlog_oldest_s"] >= 0.0 and info["unlabeled_rollouts"] == 2
     assert ript(["store", "list", "--store", store.uri]) == 0
     listing = capsys.readouterr().out
     assert all(r.episode_id in listing for r in store.records()) and listing.count("failure (sim)") == 1

@@ -121,7 +121,7 @@ def test_envs_and_contexts_must_pair_up(policy):
     assert run_episodes([], [], policy, RuntimeConfig(execute_steps=4)) == []
 
 
-def test_nan_policy_is_held_faulted_and_left_unlabeled():
+def test_nan_policy_is_held_faulted_and_labeled_a_failure_by_the_simulator():
     policy = NaNPolicy(PolicyConfig(hidden_dim=32, channels=4, keypoints=4, chunk_size=4), (32, 32), 3, 3)
     ctxs = contexts(2)
     safety = SafetyFilter(SafetyConfig(), action_dim=3)
@@ -129,13 +129,12 @@ def test_nan_policy_is_held_faulted_and_left_unlabeled():
     assert safety.counters.faults == 2
     for e in episodes:
         assert e.meta.end_reason.startswith("fault")
-        assert e.meta.label is None
-        assert e.reward is None
+        assert e.meta.label.source == "sim" and e.reward == 0.0  # the worst rollouts stay in their groups
         assert e.meta.num_steps == 1
         assert len(e.steps) == 1
         np.testing.assert_array_equal(e.steps[0].action, np.zeros(3, np.float32))
         assert np.isnan(e.chunks[0].actions).all()  # the raw sample is kept for inspection
-    assert math.isnan(success_rate(episodes))
+    assert success_rate(episodes) == 0.0
 
 
 def test_sink_receives_every_event(policy):

@@ -64,6 +64,7 @@ class FakeFleet(threading.Thread):
                         image_size=32,
                     )
                     episode.meta.context = slot.context
+                    episode.meta.slot_id, episode.meta.sampling = slot.slot_id, "sampled"
                     store.write_episode(episode, writer)
                     self.episodes += 1
                 writer.flush()

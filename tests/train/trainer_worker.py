@@ -26,7 +26,7 @@ def main() -> None:
     original = service.StoreTrainer._update
 
     def announce(self: service.StoreTrainer, version: int, accepted: list, *rest: object) -> object:
-        print(json.dumps(sorted(r.episode_id for g in accepted for r in g.records)), flush=True)
+        print(json.dumps(sorted(r.episode_id for g in accepted for r in g.members)), flush=True)
         return original(self, version, accepted, *rest)
 
     service.StoreTrainer._update = announce  # type: ignore[method-assign]

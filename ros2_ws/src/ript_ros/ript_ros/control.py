@@ -54,10 +54,11 @@ class EpisodeRunner:
     def steps(self) -> int:
         return self.controller.step_of(SLOT) if self.running else 0
 
-    def begin(self, context: Context) -> EpisodeMeta:
+    def begin(self, context: Context, slot_id: str | None = None) -> EpisodeMeta:
+        """Start an episode on `context`, filling schedule slot `slot_id` (None: unscheduled)."""
         self.worker.cancel()
         self.pending = None
-        return self.controller.begin(SLOT, context)
+        return self.controller.begin(SLOT, context, slot_id)
 
     def period(self, observation: Observation | None) -> Period:
         """One control period; `observation` is None while an input is stale (then the arm holds)."""

@@ -272,6 +272,7 @@ class PolicyNode(LifecycleNode):
         stale = arm.inputs.stale()
         observation = None if stale else arm.inputs.observation(self.current_context.instruction)
         period = arm.runner.period(observation)
+        policy_fault = bool(period.fault)  # the policy's own (a non-finite action, an exception)
         if not period.fault and period.command is not None:
             try:
                 joints = arm.inputs.command_positions()
@@ -289,7 +290,9 @@ class PolicyNode(LifecycleNode):
             self.counters["faults"] += 1
             self._hold()
             self.get_logger().error(f"{period.fault}; the episode ends")
-            self._finish(period.fault, None)
+            # a simulator knows a policy fault failed the task; on an arm the operator labels or discards it
+            known = policy_fault and self.cfg.label_source == "sim"
+            self._finish(period.fault, Label(False, "sim", labeler="fault") if known else None)
         elif period.hold:
             self._hold_period(now, stale)
         else:
@@ -359,7 +362,7 @@ class PolicyNode(LifecycleNode):
             if problem:
                 response.success, response.message = False, problem
                 return response
-            meta = self.arm.runner.begin(self.current_context)
+            meta = self.arm.runner.begin(self.current_context, self.arm.slot_id)
             gc.disable()  # no collector pauses mid-episode: garbage is collected between episodes
             self._stale_since = None
             self._last_command = time.monotonic()

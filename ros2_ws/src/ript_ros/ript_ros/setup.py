@@ -169,6 +169,7 @@ class ArmSetup:
             cfg.max_input_age_s, cfg.max_clock_skew_s, clock, joint_limits(cfg) if joint_space else None,
         )  # fmt: skip
         self.homing = Homing(cfg.reset, self.adapter, self.safety, self.workspace)
+        self.slot_id: str | None = None  # the schedule slot of the claimed context
         self.cycle = CycleTimer(cfg.control_hz)  # warns when control periods come late or overrun
 
     @property
@@ -176,8 +177,8 @@ class ArmSetup:
         return self.runner.controller.policy.version
 
     def next_context(self, instruction: str) -> tuple[Phase, str, Context | None]:
-        """Between episodes: load a newer published policy, then claim the next context.
-        Returns READY with the context, or the phase to wait in and why."""
+        """Between episodes: load a newer published policy, then claim the next context (its slot
+        in `slot_id`). Returns READY with the context, or the phase to wait in and why."""
         cfg = self.cfg
         if self.follower is not None and self.follower.update():
             try:
@@ -194,7 +195,9 @@ class ArmSetup:
             slots = self.schedule.claim(version, cfg.robot_id, 1)
             if not slots:
                 return Phase.WAITING, f"no scheduled work for policy v{version} yet", None
+            self.slot_id = slots[0].slot_id
             return Phase.READY, "", slots[0].context
+        self.slot_id = None  # an instruction run: kept for people and SFT, never in a RIPT group
         if not instruction:
             return Phase.WAITING, f"waiting for an instruction on {cfg.topics.instruction_topic}", None
         return Phase.READY, "", Context(f"{cfg.scene}/{instruction}", instruction, seed=0, scene=cfg.scene)
