@@ -175,57 +175,6 @@ class PolicyConfig(ConfigModel):
         return self
 
 
-class Box(ConfigModel):
-    """An axis-aligned box in the robot base frame, in metres."""
-
-    low: list[float] = Field(description="lower corner (x, y[, z]), metres")
-    high: list[float] = Field(description="upper corner, metres; above `low` on every axis")
-
-    @model_validator(mode="after")
-    def _check_corners(self) -> Box:
-        if not self.low or len(self.low) != len(self.high):
-            raise ValueError(f"low {self.low} and high {self.high} must be non-empty and of equal length")
-        if any(lo >= hi for lo, hi in zip(self.low, self.high, strict=True)):
-            raise ValueError(f"low {self.low} must be below high {self.high} on every axis")
-        return self
-
-    def contains(self, point: Any) -> bool:
-        return all(lo <= p <= hi for p, lo, hi in zip(point, self.low, self.high, strict=True))
-
-
-class WorkspaceCalibration(ConfigModel):
-    """Where the end effector may go and how far it may move per step: the calibration YAML.
-
-    Written by hand or by `ript calibrate workspace`; the safety filter reads it. Position
-    commands are predicted as state[state_position] + metres_per_action * action[action_position].
-    """
-
-    version: int = Field(1, ge=1, description="calibration revision, bumped on every re-calibration")
-    frame: str = Field("base_link", description="frame the boxes are expressed in")
-    box: Box = Field(description="the end effector stays inside this box")
-    keep_out: list[Box] = Field(default_factory=list, description="boxes the end effector must never enter")
-    state_position: list[int] = Field(description="indices of the end-effector position (metres) in the state")
-    action_position: list[int] = Field(description="indices of the position deltas in the action, same order")
-    metres_per_action: float = Field(gt=0.0, description="end-effector displacement per unit action per step")
-    max_step_m: float | None = Field(None, gt=0.0, description="largest end-effector move per step, metres")
-    max_command_change: float | None = Field(
-        None, gt=0.0, description="largest change of any action dimension between consecutive steps"
-    )
-
-    @model_validator(mode="after")
-    def _check_axes(self) -> WorkspaceCalibration:
-        n = len(self.box.low)
-        if len(self.state_position) != n or len(self.action_position) != n:
-            raise ValueError(
-                f"the box has {n} axes: state_position {self.state_position} and "
-                f"action_position {self.action_position} must name {n} indices each"
-            )
-        for k in self.keep_out:
-            if len(k.low) != n:
-                raise ValueError(f"keep-out box {k.low}..{k.high} must have {n} axes like the workspace box")
-        return self
-
-
 class SafetyConfig(ConfigModel):
     """Limits the safety filter enforces on every command (on by default)."""
 
@@ -265,11 +214,6 @@ class SafetyConfig(ConfigModel):
                 )
             out.append(np.broadcast_to(np.asarray(values, np.float32), (action_dim,)).copy())
         return out[0], out[1]
-
-
-def load_workspace(path: str | Path) -> WorkspaceCalibration:
-    """Read a workspace calibration YAML; ConfigError names the file and the key at fault."""
-    return load_config(WorkspaceCalibration, path)
 
 
 class RuntimeConfig(ConfigModel):

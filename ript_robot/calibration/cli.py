@@ -252,7 +252,7 @@ def _keep_out_box(values: list[float]) -> Any:
 def _workspace(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ript_robot.calibration.models import CalibrationError, load_recorded_poses
+    from ript_robot.calibration.models import CalibrationError, load_recorded_poses, load_workspace
     from ript_robot.calibration.report import workspace_report
     from ript_robot.calibration.results import current_path, write_versioned
     from ript_robot.calibration.workspace import (
@@ -262,7 +262,6 @@ def _workspace(args: argparse.Namespace) -> None:
         make_workspace,
         positions,
     )
-    from ript_robot.config import load_workspace
 
     by_hand = args.low is not None or args.high is not None
     if by_hand == (args.corners is not None) or (by_hand and (args.low is None or args.high is None)):

@@ -17,8 +17,7 @@ from matplotlib.patches import Rectangle
 
 from ript_robot.calibration.handeye import HandEyeSolution
 from ript_robot.calibration.intrinsics import IntrinsicsFit
-from ript_robot.calibration.models import HandEyeCalibration
-from ript_robot.config import Box, WorkspaceCalibration
+from ript_robot.calibration.models import Box, HandEyeCalibration, WorkspaceCalibration
 
 ERROR_SCALE = 20.0  # reprojection errors are drawn this many times longer than they are
 

@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
-from ript_robot.calibration.models import CalibrationError, RecordedPoses
-from ript_robot.config import Box, SafetyConfig, WorkspaceCalibration, dump_config, format_errors
+from ript_robot.calibration.models import Box, CalibrationError, RecordedPoses, WorkspaceCalibration
+from ript_robot.config import SafetyConfig, dump_config, format_errors
 from ript_robot.runtime.safety import SafetyFilter
 
 AXES = "xyz"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ript_robot.config import SafetyConfig, WorkspaceCalibration, load_workspace
+from ript_robot.calibration.models import WorkspaceCalibration, load_workspace
+from ript_robot.config import SafetyConfig
 
 
 @dataclass

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from ript_robot.calibration import detection, synthetic
-from ript_robot.calibration.models import CameraIntrinsics, HandEyeCalibration
+from ript_robot.calibration.models import CameraIntrinsics, HandEyeCalibration, load_workspace
 from ript_robot.calibration.synthetic import HandEyeScene
 from ript_robot.calibration.transforms import transform_error
 from ript_robot.cli import main as ript
-from ript_robot.config import SafetyConfig, dump_config, load_config, load_workspace
+from ript_robot.config import SafetyConfig, dump_config, load_config
 from ript_robot.runtime.safety import SafetyFilter
 
 BOARD_FLAGS = ["--columns", "10", "--rows", "7", "--square-m", "0.025"]

@@ -14,7 +14,8 @@ from ript_ros.arm_double import FR3_READY, FRANKA_FR3, TrajectoryFollower
 from ript_ros.config import CommandConfig, PolicyNodeConfig
 from ript_ros.setup import check_arm, twist_scale
 
-from ript_robot.config import ConfigError, WorkspaceCalibration
+from ript_robot.calibration.models import WorkspaceCalibration
+from ript_robot.config import ConfigError
 
 HZ = 30.0
 NOW = Time(sec=100)

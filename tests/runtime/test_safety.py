@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ript_robot.config import ConfigError, SafetyConfig, WorkspaceCalibration, load_workspace
+from ript_robot.calibration.models import WorkspaceCalibration, load_workspace
+from ript_robot.config import ConfigError, SafetyConfig
 from ript_robot.runtime.safety import SafetyFilter
 
 

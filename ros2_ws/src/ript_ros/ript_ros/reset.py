@@ -17,7 +17,7 @@ from enum import Enum
 import numpy as np
 from builtin_interfaces.msg import Time
 
-from ript_robot.config import WorkspaceCalibration
+from ript_robot.calibration.models import WorkspaceCalibration
 from ript_robot.runtime.safety import SafetyFilter
 from ript_ros.adapters import CommandAdapter
 from ript_ros.config import ResetConfig

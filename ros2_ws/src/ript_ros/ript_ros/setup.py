@@ -21,7 +21,8 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64, String
 from trajectory_msgs.msg import JointTrajectory
 
-from ript_robot.config import ConfigError, WorkspaceCalibration, load_workspace
+from ript_robot.calibration.models import WorkspaceCalibration, load_workspace
+from ript_robot.config import ConfigError
 from ript_robot.data.checkpoints import PolicyFollower
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
