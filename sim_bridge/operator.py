@@ -60,6 +60,7 @@ class ScriptedOperator(threading.Thread):
         self.use = TrainingUse(self.store.backend)
         self.plans: dict[str, list[tuple[float, str]]] = {}  # episode -> (due time, action) still to do
         self.log: Counter[str] = Counter()  # what it did: label, mistap, undo, discard, late_wrong, correction
+        self.delays: list[float] = []  # seconds from seeing an episode to its first label, discard or mis-tap
         self.errors: list[str] = []  # refusals it did not expect (a test asserts there are none)
         self._stop_event = threading.Event()
 
@@ -85,6 +86,7 @@ class ScriptedOperator(threading.Thread):
         at = seen + rng.uniform(*c.delay_s)
         if rng.random() < c.skip_share:
             at += rng.uniform(*c.skip_s)
+        self.delays.append(at - seen)
         if self.log["late_wrong"] < c.late_corrections:
             self.log["late_wrong"] += 1
             return [(at, "wrong"), (at, "correct_after_training")]

@@ -1,8 +1,9 @@
 """The episode store: the one channel between robots (or sim workers) and the trainer.
 
 Robots commit episodes through an `EpisodeWriter`; labels arrive later through
-`add_label`; the trainer asks for `complete_groups` (K labeled rollouts of one context
-from the policy versions it accepts) and reads their arrays. Everything lives under one
+`add_label`; the trainer reads the index's records (its ledger decides which fill the
+groups it scheduled, `ript_robot.train.ledger`) and then their arrays. `complete_groups`
+is the plain view for people and tools: K labeled rollouts of one context, any provenance. Everything lives under one
 root, a local directory or an S3-compatible bucket prefix:
 
     ript_store.json        format marker

@@ -5,32 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import IMAGE_SIZE, TINY, make_env, tiny_policy
-
-from ript_robot.config import QuickstartConfig, SFTConfig
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
-from ript_robot.envs.demos import record_demonstrations
-from ript_robot.envs.pick import expert_action, make_contexts
-from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
+from ript_robot.envs.pick import make_contexts
 from sim_bridge.operator import OperatorConfig
-from sim_bridge.operator_session import run_session, session_figures
+from sim_bridge.operator_session import cloned_policy, run_session, session_config, session_figures
 
 STALENESS = 1
 
 
 def test_a_late_undoing_correcting_operator_costs_no_rollouts_and_nothing_else_is_learned(tmp_path: Path) -> None:
-    policy = tiny_policy(seed=0, hidden_dim=64, channels=8, keypoints=8)
-    demos = record_demonstrations(make_env(), make_contexts("workcell", range(64)), expert_action)
-    behaviour_cloning(
-        policy, chunk_dataset(policy, demos), SFTConfig(steps=1000, lr=2e-3, batch_size=128), progress=False
-    )
-    cfg = QuickstartConfig.model_validate({
-        "task": {"image_size": IMAGE_SIZE}, "policy": TINY, "runtime": {"execute_steps": TINY["chunk_size"]},
-        "ript": {"rollouts_per_context": 4, "groups_per_iteration": 2, "max_sampling_rounds": 4, "ppo_epochs": 1,
-                 "minibatch_size": 16},
-        "trainer": {"max_staleness": STALENESS, "poll_s": 1.0}, "actor": {"max_envs": 8},
-    })  # fmt: skip
+    cfg = session_config(STALENESS)
+    policy = cloned_policy(cfg)
     uri = str(tmp_path / "store")
     operator = OperatorConfig(discard_share=0.05, mistap_share=0.2)
     session = run_session(cfg, uri, policy, make_contexts("workcell", range(4)), 3, operator, timeout_s=400)
