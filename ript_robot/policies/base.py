@@ -28,6 +28,14 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "policy.json"
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-action values (B, H) over the actions `mask` (B, H) keeps (all when None)."""
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not fit the policy that tries to load it."""
 
@@ -63,8 +71,11 @@ class Policy(nn.Module, ABC):
     finetune_stages: tuple[str, ...] = ("policy",)  # the stages SFT of an already pretrained policy runs
 
     @abstractmethod
-    def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:
-        """Scalar behaviour-cloning loss on expert chunks (B, H, A) for one of `sft_stages`."""
+    def bc_loss(
+        self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scalar behaviour-cloning loss on expert chunks (B, H, A) for one of `sft_stages`; mask (B, H):
+        1 where the target action was recorded, 0 where it pads past a demonstration's end (None: all real)."""
 
     def rl_parameters(self) -> list[nn.Parameter]:
         """The parameters RIPT's PPO update trains: all of them, unless a family keeps some frozen."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Laplace, Normal
 
-from ript_robot.policies.base import Batch
+from ript_robot.policies.base import Batch, masked_mean
 from ript_robot.policies.vision import VisionLanguagePolicy
 
 
@@ -42,8 +42,10 @@ class ChunkedPolicy(VisionLanguagePolicy):
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
         return self.distribution(batch).log_prob(actions).sum(dim=-1)
 
-    def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:
-        return -self.log_prob(batch, actions).mean() / self.action_dim
+    def bc_loss(
+        self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return -masked_mean(self.log_prob(batch, actions), mask) / self.action_dim
 
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.distribution(batch)

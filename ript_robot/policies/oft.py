@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Laplace
 
-from ript_robot.policies.base import Batch, CheckpointError, ConfiguredPolicy
+from ript_robot.policies.base import Batch, CheckpointError, ConfiguredPolicy, masked_mean
 from ript_robot.types import Observation
 
 VISION_MODULES = ("vision_tower", "vision_model", "visual", "image_encoder")  # never adapted, always frozen
@@ -235,13 +235,16 @@ class OftPolicy(ConfiguredPolicy):
         mean, scale = self.heads(batch)
         return Laplace(mean, scale).log_prob(actions.to(mean.device)).sum(dim=-1).to(actions.device)
 
-    def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "policy") -> torch.Tensor:
+    def bc_loss(
+        self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         hidden = self.hidden(batch)
         mean = self.action_head(hidden)
         actions = actions.to(mean.device)
-        l1 = (mean - actions).abs().mean()
+        mask = None if mask is None else mask.to(mean.device)
+        l1 = masked_mean((mean - actions).abs().mean(-1), mask)
         # the scale head learns from what the L1-trained trunk gives it; it never changes the trunk or the mean
-        scale_nll = -Laplace(mean.detach(), self.scale(hidden.detach())).log_prob(actions).mean()
+        scale_nll = -masked_mean(Laplace(mean.detach(), self.scale(hidden.detach())).log_prob(actions).mean(-1), mask)
         return l1 + scale_nll
 
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

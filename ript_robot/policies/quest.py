@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ript_robot.policies.base import Batch
+from ript_robot.policies.base import Batch, masked_mean
 from ript_robot.policies.vision import VisionLanguagePolicy
 
 LOG_PROB_FLOOR = -30.0  # log-probability of a token the sampling distribution excludes (top-k)
@@ -186,14 +186,19 @@ class QuestPolicy(VisionLanguagePolicy):
         actions = self.decode(self.fsq.from_index(tokens))
         return actions, self._per_action(torch.stack(chosen, dim=1))
 
-    def bc_loss(self, batch: Batch, actions: torch.Tensor, stage: str = "prior") -> torch.Tensor:
+    def bc_loss(
+        self, batch: Batch, actions: torch.Tensor, stage: str = "prior", mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if stage == "autoencoder":
-            return F.l1_loss(self.decode(self.encode(actions)), actions)
+            return masked_mean((self.decode(self.encode(actions)) - actions).abs().mean(-1), mask)
         if stage == "prior":
             with torch.no_grad():
                 tokens = self.fsq.to_index(self.encode(actions))
             logits = self.prior_logits(batch, tokens)
-            return F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+            loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view_as(tokens)
+            # a token whose actions are all padding is no target; one with a recorded action is
+            spans = None if mask is None else mask.reshape(len(tokens), self.tokens, -1).amax(-1)
+            return masked_mean(loss, spans)
         raise ValueError(f"quest policies train in stages {self.sft_stages}, got {stage!r}")
 
     def rl_parameters(self) -> list[nn.Parameter]:

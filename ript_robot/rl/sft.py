@@ -1,7 +1,8 @@
 """Behaviour cloning (SFT): fit a policy's chunk distribution to demonstrations.
 
 Every step t of a demonstration gives one sample: the observation at t and the next H
-executed actions (the last action repeated past the episode's end). Steps recorded without
+executed actions. Past the episode's end the target is padding, masked out of the loss: for
+delta actions, repeating the last one would teach "keep moving" after the task ended. Steps recorded without
 camera images (a slow simulator renders only some) give no sample of their own. The loss is the
 policy's own `bc_loss`, for the light policy the negative log-likelihood, so the learned
 scale head is fitted together with the mean.
@@ -27,6 +28,7 @@ class DemoDataset:
 
     inputs: Batch
     actions: torch.Tensor
+    mask: torch.Tensor  # (N, H) 1.0 where the target action was recorded, 0.0 where it pads past the end
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -35,7 +37,7 @@ class DemoDataset:
 def chunk_dataset(policy: Policy, episodes: Sequence[Episode]) -> DemoDataset:
     """One (observation, next H actions) sample per step of every demonstration that has camera images."""
     h = policy.chunk_size
-    observations, chunks = [], []
+    observations, chunks, masks = [], [], []
     for episode in episodes:
         if not episode.steps:
             continue
@@ -46,9 +48,14 @@ def chunk_dataset(policy: Policy, episodes: Sequence[Episode]) -> DemoDataset:
                 continue  # a step recorded without rendering: its actions still fill earlier samples' chunks
             observations.append(step.observation)
             chunks.append(padded[t : t + h])
+            masks.append(np.arange(h) < len(actions) - t)
     if not observations:
         raise ValueError("no demonstration steps to learn from: record demonstrations first")
-    return DemoDataset(policy.preprocess(observations), torch.from_numpy(np.stack(chunks)).float())
+    return DemoDataset(
+        policy.preprocess(observations),
+        torch.from_numpy(np.stack(chunks)).float(),
+        torch.from_numpy(np.stack(masks)).float(),
+    )
 
 
 def behaviour_cloning(
@@ -80,7 +87,7 @@ def behaviour_cloning(
         for _ in bar:
             index = torch.randint(len(dataset), (min(config.batch_size, len(dataset)),), generator=generator)
             inputs = {k: v[index] for k, v in dataset.inputs.items()}
-            loss = policy.bc_loss(inputs, dataset.actions[index], stage)
+            loss = policy.bc_loss(inputs, dataset.actions[index], stage, dataset.mask[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

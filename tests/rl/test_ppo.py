@@ -215,3 +215,12 @@ def test_target_kl_ends_an_update_that_moves_the_policy_too_far():
         runs[target_kl] = ppo_update(policy, optimizer, batch, config, torch.Generator().manual_seed(0))
     assert runs[None]["minibatches"] == 4 * math.ceil(len(batch) / 8)
     assert 1 <= runs[1e-3]["minibatches"] < runs[None]["minibatches"]
+
+
+def test_a_token_policy_is_credited_and_averaged_per_token():
+    policy = tiny_policy(family="quest")  # 2 actions per token: the log-prob sits on each token's first action
+    batch = build_batch(policy, _rollout_groups(policy))
+    assert batch.mask[:, 1::2].sum() == 0 and batch.mask[:, ::2].sum() > 0
+    shifted = batch.old_log_prob + 0.1 * (torch.arange(policy.chunk_size) % 2 == 0)  # every token's log-prob
+    _, diag = ppo_loss(shifted, batch.old_log_prob, batch.advantages, batch.mask, CLIP_LOW, CLIP_HIGH)
+    assert diag["ratio_mean"] == pytest.approx(math.exp(0.1), rel=1e-5)  # not diluted by log-prob-0 actions

@@ -23,10 +23,34 @@ def test_chunk_dataset_has_one_sample_per_step_with_padding(policy):
     first = episodes[0]
     actions = np.stack([s.action for s in first.steps])
     np.testing.assert_array_equal(dataset.actions[0].numpy(), actions[:4])
-    # the last sample of the episode repeats its final action past the end
-    last = dataset.actions[len(first.steps) - 1].numpy()
-    np.testing.assert_array_equal(last, np.repeat(actions[-1:], 4, axis=0))
+    # sample t has min(4, T - t) recorded targets; the rest pads past the end and carries no loss
+    t = len(first.steps)
+    expected = [[1.0 if k < t - i else 0.0 for k in range(4)] for i in range(t)]
+    np.testing.assert_array_equal(dataset.mask[:t].numpy(), expected)
     assert dataset.inputs["image"].shape[0] == len(dataset)
+
+
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft"])
+def test_padded_targets_carry_no_loss_and_recorded_ones_do(family):
+    policy = tiny_policy(family=family)
+    dataset = chunk_dataset(policy, demos(1))
+    tail = slice(len(dataset) - 3, len(dataset))  # the last samples reach past the end
+    inputs = {k: v[tail] for k, v in dataset.inputs.items()}
+    actions, mask = dataset.actions[tail], dataset.mask[tail]
+    assert (mask == 0).any() and (mask == 1).any()
+    # a token policy encodes a span of actions together: only spans of padding alone are free to move
+    span = policy.log_prob_span
+    free = (mask.reshape(len(mask), -1, span).amax(-1) == 0).repeat_interleave(span, -1)
+    assert free.any()
+    moved_padding = torch.where(free[..., None], actions + 5.0, actions)
+    moved_target = torch.where(
+        mask[..., None] > 0, torch.randn(actions.shape, generator=torch.Generator().manual_seed(1)) * 3, actions
+    )
+    torch.manual_seed(0)
+    for stage in policy.sft_stages:
+        loss = policy.bc_loss(inputs, actions, stage, mask)
+        torch.testing.assert_close(policy.bc_loss(inputs, moved_padding, stage, mask), loss)
+        assert not torch.isclose(policy.bc_loss(inputs, moved_target, stage, mask), loss)
 
 
 def test_demonstrations_recorded_with_every_third_frame_give_a_sample_per_frame(policy):
