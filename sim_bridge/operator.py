@@ -70,15 +70,22 @@ class ScriptedOperator(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.store.refresh()
-            now = self.clock.time()
-            for record in self.store.records():
-                if record.episode_id in self.outcomes and record.episode_id not in self.plans:
-                    self.plans[record.episode_id] = self._plan(now)
-            for episode_id, plan in self.plans.items():
-                while plan and plan[0][0] <= now and self._do(episode_id, plan[0][1]):
-                    plan.pop(0)
+            try:
+                self._look()
+            except Exception as exc:  # a person keeps going; the test sees what went wrong
+                self.errors.append(f"{type(exc).__name__}: {exc}")
             self.clock.sleep(self.config.poll_s)
+
+    def _look(self) -> None:
+        """One look at the queue: plan new episodes, do what is due."""
+        self.store.refresh()
+        now = self.clock.time()
+        for record in self.store.records():
+            if record.episode_id in self.outcomes and record.episode_id not in self.plans:
+                self.plans[record.episode_id] = self._plan(now)
+        for episode_id, plan in self.plans.items():
+            while plan and plan[0][0] <= now and self._do(episode_id, plan[0][1]):
+                plan.pop(0)
 
     def _plan(self, seen: float) -> list[tuple[float, str]]:
         """What to do with a newly committed episode, and when."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ript_robot.data.backend import Backend
-from ript_robot.data.checkpoints import published_versions, read_manifest
+from ript_robot.data.checkpoints import latest_version, published_versions, read_manifest
 from ript_robot.data.index import EpisodeRecord
 
 
@@ -35,8 +35,9 @@ class TrainingUse:
         self._read: set[int] = set()
 
     def refresh(self) -> TrainingUse:
+        latest = latest_version(self.backend)  # the commit point: a version above it may lack its manifest yet
         for version in published_versions(self.backend):
-            if version in self._read:
+            if version in self._read or latest is None or version > latest:
                 continue
             manifest = read_manifest(self.backend, version)
             labels = manifest.get("labels_used", {})
