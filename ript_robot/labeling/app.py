@@ -2,8 +2,10 @@
 
 One page (`static/`) polls `GET /api/state` and draws: the live view of the episode in
 progress (newest camera frame, step, policy version), the episode that just ended with big
-Success and Failure buttons and the detector's suggestion, an undo button for a few
-seconds after a label, the queue of unlabeled episodes with key frames, per-context
+Success and Failure buttons, a Discard button (a fault, a disturbed scene: not to be learned
+from) and the detector's suggestion, an undo button for a few seconds after a label or discard,
+the queue of unlabeled episodes with key frames and the label backlog the trainer waits on,
+labels corrected after an update used them (and which version), per-context
 progress of the K rollouts, the next context to set up with the first frame of an earlier
 episode of it as the reference image, and start / software-stop buttons that call the
 policy node through a `RobotLink`. Labels go through `LabelDesk` (conflicts refused,
@@ -32,12 +34,14 @@ from ript_robot.data.checkpoints import latest_version
 from ript_robot.data.index import EpisodeRecord, label_to_dict
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
+from ript_robot.data.usage import TrainingUse
 from ript_robot.labeling.auth import CSRF_HEADER, SESSION_COOKIE, AuthError, Pairing, Session
 from ript_robot.labeling.robot import RobotLink
 from ript_robot.success.labels import LabelConflict, LabelDesk, LabelError, LabelState
 
 STATIC = Path(__file__).parent / "static"
 KEY_FRAMES = 4
+CORRECTIONS_SHOWN = 20  # labels corrected after training, newest first
 
 
 class PairRequest(BaseModel):
@@ -66,11 +70,16 @@ def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     return out.getvalue()
 
 
+def _word(success: bool) -> str:
+    return "success" if success else "failure"
+
+
 def _label_json(state: LabelState) -> dict[str, Any]:
     return {
         "label": None if state.label is None else label_to_dict(state.label),
         "revision": state.revision,
         "corrected": state.corrected,
+        "discarded": state.discarded,
         "history": [label_to_dict(label) for label in state.history],
     }
 
@@ -93,6 +102,7 @@ class LabelApp:
         self.detector = detector
         self.pairing = pairing or Pairing(config.pairing_code_ttl_s)
         self.desk = LabelDesk(store, config.undo_window_s)
+        self.use = TrainingUse(store.backend)  # which update used which label: corrections after training
         self.schedule = Schedule(store.backend)
         self._frames: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (episode or context, index) -> JPEG
         self._lock = threading.Lock()
@@ -109,16 +119,24 @@ class LabelApp:
             version = latest_version(self.store.backend)
         now = time.time()
         window = self.config.undo_window_s
-        unlabeled = [r for r in rollouts if r.meta.label is None]
-        recent = [  # labeled moments ago: the page keeps them on screen for undo
-            r for r in rollouts if r.meta.label is not None and now - r.meta.label.time <= window
+        self.use.refresh()
+        unlabeled = [r for r in rollouts if r.meta.label is None and not r.discarded]
+        recent = [  # labeled or discarded moments ago: the page keeps them on screen for undo
+            r for r in rollouts if r.newest is not None and not r.newest.retracted and now - r.newest.time <= window
         ]
+        waiting = [r for r in unlabeled if r.meta.slot_id and r.meta.sampling == "sampled"]  # the trainer waits on
+        oldest = min((r.meta.end_time or r.committed_at for r in waiting), default=None)
+        corrections = [(r, self.use.correction(r)) for r in rollouts if r.episode_id in self.use.uses]
         return {
             "you": session.name,
             "robot": status,
             "live": self.robot is not None,
             "queue": [self._item(r) for r in unlabeled[-self.config.queue_length :]][::-1],
             "recent": [self._item(r) for r in recent],
+            "label_backlog": {"count": len(waiting), "oldest_s": None if oldest is None else now - oldest},
+            "corrections": [{"episode_id": r.episode_id, "text": text} for r, text in corrections[::-1] if text][
+                :CORRECTIONS_SHOWN
+            ],
             "progress": self._progress(rollouts, version),
             "next_context": self._next_context(status),
             "detector": None if self.detector is None else self.detector.summary(rollouts),
@@ -139,10 +157,24 @@ class LabelApp:
             "robot_id": m.robot_id,
             "steps": m.num_steps,
             "end_reason": m.end_reason,
+            "fault": m.end_reason.startswith("fault"),
+            "training": self._training(record),
             "ended_at": m.end_time,
             "suggestion": suggestion,
             **_label_json(state),
         }
+
+    def _training(self, record: EpisodeRecord) -> str:
+        """How training used the episode ('' if not yet), or how its label changed since."""
+        use = self.use.uses.get(record.episode_id)
+        if use is None:
+            return ""
+        correction = self.use.correction(record)
+        if correction:
+            return correction
+        if not use.trained:
+            return f"judged uniform by v{use.version}"
+        return f"trained on by v{use.version}" + ("" if use.success is None else f" as {_word(use.success)}")
 
     def _progress(self, rollouts: list[EpisodeRecord], version: int | None) -> list[dict[str, Any]]:
         """Per context of the current policy version: K scheduled (or configured), done, labeled."""
@@ -297,6 +329,11 @@ class LabelApp:
         def undo(episode_id: str, body: UndoRequest, request: Request) -> dict[str, Any]:
             s = writer(request)
             return {"episode_id": episode_id, **_label_json(self.desk.undo(episode_id, s.name, body.revision))}
+
+        @api.post("/api/episodes/{episode_id}/discard")
+        def discard(episode_id: str, body: UndoRequest, request: Request) -> dict[str, Any]:
+            s = writer(request)
+            return {"episode_id": episode_id, **_label_json(self.desk.discard(episode_id, s.name, body.revision))}
 
         @api.post("/api/robot/start")
         def start(request: Request) -> JSONResponse:

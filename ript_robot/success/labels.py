@@ -60,8 +60,8 @@ class LabelState:
     @property
     def corrected(self) -> bool:
         """True when the current label replaced an earlier, different one."""
-        given = [label for label in self.history if not label.retracted]
-        return len(given) > 1 and given[-1].success != given[-2].success
+        given = [label for label in self.history if not (label.retracted or label.discarded)]
+        return self.label is not None and len(given) > 1 and given[-1].success != given[-2].success
 
 
 def _describe(label: Label) -> str:

@@ -1,8 +1,15 @@
-"""The tablet app in headless Chromium: pair, watch an episode, label, undo, relabel; refusals."""
+"""The tablet app in headless Chromium: pair, watch an episode, label, undo, relabel; discard a fault;
+corrections after training; refusals."""
 
 from __future__ import annotations
 
+from conftest import tiny_policy
 from playwright.sync_api import expect
+from synthetic import synthetic_episode
+
+from ript_robot.data.checkpoints import publish_policy
+from ript_robot.runtime.loop import FAULT_REASON
+from ript_robot.success.labels import LabelDesk
 
 
 def pair(page, served, name: str = "tablet-1") -> None:
@@ -76,3 +83,51 @@ def test_writes_without_pairing_or_csrf_are_refused_and_nothing_lands(served, ta
     assert status == 403
     assert served.store.refresh().records()[0].labels == []
     expect(page.locator("#you")).to_have_text("tablet-1")  # the paired page itself still works
+
+
+def test_a_fault_is_discarded_and_undone_and_a_correction_after_training_is_shown(served, tablet) -> None:
+    store = served.store
+    fault = synthetic_episode("workcell/fault", steps=4, success=None, seed=1, image_size=32)
+    fault.meta.slot_id, fault.meta.sampling = "v000000-r001-00000", "sampled"
+    fault.meta.end_reason = FAULT_REASON
+    trained = synthetic_episode("workcell/trained", steps=4, success=None, seed=2, image_size=32)
+    store.write_episode(trained)
+    desk = LabelDesk(store)
+    desk.label(trained.meta.episode_id, True, "tablet-0", revision=0)
+    used = {trained.meta.episode_id: {"success": True, "time": 0.0, "judged_at": 0.0}}
+    policy = tiny_policy()
+    policy.version = 1
+    publish_policy(
+        store.backend, policy, {"iteration": 1, "trained_on": [trained.meta.episode_id], "labels_used": used}
+    )
+    desk.label(trained.meta.episode_id, False, "tablet-0", revision=1)  # corrected after v1 trained on it
+    store.write_episode(fault)
+    fault_id = fault.meta.episode_id
+
+    page = tablet
+    pair(page, served)
+    expect(page.locator("#current-episode")).to_have_attribute("data-episode", fault_id)
+    expect(page.locator("#fault")).to_contain_text("Fault: fault: non-finite action")
+    expect(page.locator("#backlog")).to_contain_text("1 rollout wait for a label")
+    expect(page.locator("#corrections")).to_contain_text(
+        f"{trained.meta.episode_id}: used as success by v1, now failure"
+    )
+
+    stale = page.evaluate(  # another tablet's view from before: refused, naming the episode
+        """async (id) => { const r = await fetch(`/api/episodes/${id}/discard`, {method: "POST",
+             headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+             body: JSON.stringify({revision: 3})}); return [r.status, (await r.json()).error]; }""",
+        fault_id,
+    )
+    assert stale[0] == 409 and fault_id in stale[1] and store.refresh().index.episodes[fault_id].labels == []
+
+    page.tap("#discard")
+    expect(page.locator("#notice")).to_contain_text(f"Saved: discarded for {fault_id}")
+    assert store.refresh().index.episodes[fault_id].discarded
+    expect(page.locator("#backlog")).to_have_text("The trainer waits on no label.")
+    expect(page.locator("#undo-text")).to_contain_text("Discarded")
+    page.tap("#undo")
+    expect(page.locator("#notice")).to_contain_text("Undone")
+    record = store.refresh().index.episodes[fault_id]
+    assert not record.discarded and record.meta.label is None
+    expect(page.locator("#backlog")).to_contain_text("1 rollout wait for a label")

@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 let csrf = null;
 let state = null;
 let selected = null; // episode id the operator tapped in the queue, if any
-let lastLabel = null; // {episode_id, revision, success, until}: what the undo button withdraws
+let lastLabel = null; // {episode_id, revision, what, until}: what the undo button withdraws
 let busy = false;
 
 async function api(method, path, body) {
@@ -51,7 +51,9 @@ function notice(text) { $("notice").textContent = text; }
 
 function describe(item) {
   const when = item.ended_at ? new Date(item.ended_at * 1000).toLocaleTimeString() : "";
-  return `${item.context_id} · policy v${item.policy_version} · ${item.steps} steps · ${item.end_reason} · ${when}`;
+  const training = item.training ? ` · ${item.training}` : "";
+  return `${item.context_id} · policy v${item.policy_version} · ${item.steps} steps · ${item.end_reason} · ${when}` +
+    training;
 }
 
 function currentItem() {
@@ -80,6 +82,9 @@ function renderCurrent() {
   $("current-episode").dataset.episode = item.episode_id;
   $("current-instruction").textContent = item.instruction;
   $("current-meta").textContent = describe(item);
+  $("fault").hidden = !item.fault;
+  $("fault").textContent = item.fault ? `Fault: ${item.end_reason}. Label it, or discard it if it says nothing ` +
+    "about the policy" : "";
   const s = item.suggestion;
   $("suggestion").textContent = s
     ? `Detector suggests ${s.success ? "SUCCESS" : "FAILURE"} (${Math.round(s.probability * 100)}% success` +
@@ -93,7 +98,7 @@ function renderUndo() {
   $("undo-bar").hidden = !active;
   if (active) {
     const left = Math.ceil(lastLabel.until - now);
-    $("undo-text").textContent = `Labeled ${lastLabel.success ? "success" : "failure"} · undo (${left} s)`;
+    $("undo-text").textContent = `${lastLabel.what} · undo (${left} s)`;
   }
 }
 
@@ -126,6 +131,19 @@ function renderRobot() {
 function renderLists() {
   $("you").textContent = state.you;
   $("queue-count").textContent = `(${state.queue.length})`;
+  const backlog = state.label_backlog;
+  $("backlog").textContent = backlog.count
+    ? `${backlog.count} rollout${backlog.count === 1 ? "" : "s"} wait for a label (the trainer waits on them), ` +
+      `oldest ${Math.round(backlog.oldest_s / 60)} min`
+    : "The trainer waits on no label.";
+  $("corrections-card").hidden = !state.corrections.length;
+  const corrections = $("corrections");
+  corrections.innerHTML = "";
+  for (const c of state.corrections) {
+    const li = document.createElement("li");
+    li.textContent = `${c.episode_id}: ${c.text}`;
+    corrections.appendChild(li);
+  }
   const queue = $("queue");
   queue.innerHTML = "";
   for (const item of state.queue) {
@@ -178,15 +196,18 @@ async function poll() {
 async function label(success) {
   const item = currentItem();
   if (!item || busy) return;
-  busy = true;
   const suggestion = item.suggestion ? item.suggestion.probability : null;
-  const { status, data } = await api("POST", `/api/episodes/${encodeURIComponent(item.episode_id)}/label`,
-                                     { success, revision: item.revision, suggestion });
+  await write(item, "label", { success, revision: item.revision, suggestion }, success ? "success" : "failure");
+}
+
+async function write(item, action, body, what) {
+  busy = true;
+  const { status, data } = await api("POST", `/api/episodes/${encodeURIComponent(item.episode_id)}/${action}`, body);
   busy = false;
   if (status === 200) {
-    lastLabel = { episode_id: item.episode_id, revision: data.revision, success,
+    lastLabel = { episode_id: item.episode_id, revision: data.revision, what: `${what[0].toUpperCase()}${what.slice(1)}`,
                   until: Date.now() / 1000 + state.undo_window_s };
-    notice(`Saved: ${success ? "success" : "failure"} for ${item.episode_id}`);
+    notice(`Saved: ${what} for ${item.episode_id}`);
     state.queue = state.queue.filter((q) => q.episode_id !== item.episode_id);
     selected = null;
     renderCurrent();
@@ -198,6 +219,10 @@ async function label(success) {
 
 $("label-success").addEventListener("click", () => label(true));
 $("label-failure").addEventListener("click", () => label(false));
+$("discard").addEventListener("click", async () => {
+  const item = currentItem();
+  if (item && !busy) await write(item, "discard", { revision: item.revision }, "discarded");
+});
 
 $("undo").addEventListener("click", async () => {
   if (!lastLabel) return;
