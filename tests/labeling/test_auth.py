@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from synthetic import synthetic_episode
 
 from ript_robot.labeling.auth import AuthError, Pairing
 
@@ -64,3 +67,35 @@ def test_over_http_reads_and_writes_need_the_session_its_csrf_token_and_our_orig
     assert stop.status_code == 200 and served.robot.status()["software_stop"]
     refused = client.post("/api/robot/start", headers={"X-CSRF-Token": csrf})
     assert refused.status_code == 409 and "software stop" in refused.json()["message"]
+
+
+bodies = st.one_of(
+    st.fixed_dictionaries({"revision": st.integers(-2, 6)}, optional={"success": st.booleans()}),
+    st.dictionaries(st.sampled_from(["revision", "success", "suggestion", "x"]), st.from_type(object).filter(
+        lambda v: isinstance(v, int | float | str | bool | None)), max_size=3),
+)  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_label_requests_either_land_as_one_row_or_change_nothing_and_name_the_episode(served, data) -> None:
+    store = served.store
+    if not store.refresh().records():
+        for seed in range(2):
+            store.write_episode(synthetic_episode(f"workcell/{seed}", steps=2, success=None, seed=seed, image_size=32))
+    client = httpx.Client(base_url=served.url)
+    csrf = client.post("/api/pair", json={"code": served.app.pairing.code, "name": "fuzz"}).json()["csrf"]
+    ids = [r.episode_id for r in store.refresh().records()]
+    episode_id = data.draw(st.one_of(st.sampled_from(ids), st.text("abcdef0123456789", min_size=1, max_size=32)))
+    action = data.draw(st.sampled_from(["label", "discard", "undo"]))
+    body = data.draw(bodies)
+    before = {i: len(store.index.episodes[i].labels) for i in ids}
+    reply = client.post(f"/api/episodes/{episode_id}/{action}", json=body, headers={"X-CSRF-Token": csrf})
+    after = {i: len(store.refresh().index.episodes[i].labels) for i in ids}
+    assert reply.status_code in (200, 404, 409, 422), reply.text
+    if reply.status_code == 200:
+        assert sum(after.values()) == sum(before.values()) + 1 and after[episode_id] == before[episode_id] + 1
+    else:
+        assert after == before  # a refusal writes nothing
+    if reply.status_code in (404, 409):
+        assert episode_id in reply.json()["error"]
