@@ -85,8 +85,11 @@ def test_a_slow_policy_never_stops_the_commands_and_every_step_belongs_to_its_ch
     failed = copy.deepcopy(episode)
     failed.meta.label = Label(success=False, source="sim")
     batch = build_batch(policy.inner, [Group(episode.meta.context, [episode, failed])])
-    executed = batch.mask.sum(1).tolist()[:2]
-    assert executed[0] == 6 and 1 <= executed[1] <= policy.chunk_size  # PPO sees what was executed, only that
+    credited = batch.mask.sum(1).tolist()[:2]
+    # PPO sees what was executed as sampled, only that: chunk 0 ran 6 actions, less those the filter clipped
+    clipped = [s.safety_clipped for s in episode.steps if s.chunk_index == 0]
+    assert len(clipped) == 6 and credited[0] == 6 - sum(clipped)
+    assert 1 <= credited[1] <= policy.chunk_size
     store.refresh()
     stored = store.read_episode(meta.episode_id)
     for read, kept in zip(stored.chunk_observations, episode.chunk_observations, strict=True):
