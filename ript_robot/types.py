@@ -81,7 +81,8 @@ class StepRecord:
     observation: Observation
     action: np.ndarray  # executed command after the safety filter, float32 (A,)
     chunk_index: int  # which ActionChunk of the episode this step belongs to
-    safety_clipped: bool = False
+    safety_clipped: bool = False  # the safety filter changed the command
+    safety_limited: bool = False  # ... to other than the sampled action clipped to the policy's bounds
 
 
 @dataclass

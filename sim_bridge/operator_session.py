@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,13 +37,16 @@ from sim_bridge.actor import run_actor
 from sim_bridge.operator import OperatorConfig, ScriptedOperator
 from sim_bridge.quickstart import builtin_rollouts
 
+# the simulated arm's workspace calibration: its step and box limits are clips beyond the policy's bounds
+WORKSPACE = Path(__file__).parents[1] / "calibration" / "sim_pick_workspace.yaml"
+
 
 def session_config(staleness: int, groups: int = 2, rollouts_per_context: int = 4) -> QuickstartConfig:
     """A small session on the built-in task: K rollouts per group, `groups` informative groups per update."""
     return QuickstartConfig.model_validate({
         "task": {"image_size": 32},
         "policy": {"hidden_dim": 64, "channels": 8, "keypoints": 8, "chunk_size": 4},
-        "runtime": {"execute_steps": 4},
+        "runtime": {"execute_steps": 4, "safety": {"workspace": str(WORKSPACE)}},
         "ript": {"rollouts_per_context": rollouts_per_context, "groups_per_iteration": groups,
                  "max_sampling_rounds": 4, "ppo_epochs": 1, "minibatch_size": 16},
         "trainer": {"max_staleness": staleness, "poll_s": 1.0},
@@ -179,7 +183,7 @@ def session_figures(uri: str, staleness: int) -> dict[str, Any]:
         for i in used
         if records[i].meta.kind != "rollout" or records[i].meta.sampling != "sampled" or records[i].meta.slot_id is None
     ]
-    clipped_credited, clipped_share = _clipped(store, manifests)
+    clips = _clips(store, manifests)
     by_slot = {r.meta.slot_id: r for r in records.values() if r.meta.slot_id}
     replacements = [s for s in slots if s.replaces is not None]
     for_discards = [s for s in replacements if s.replaces in by_slot and by_slot[s.replaces].discarded]
@@ -194,16 +198,19 @@ def session_figures(uri: str, staleness: int) -> dict[str, Any]:
         # beyond K per group, by the trainer's own doing: a discarded rollout's replacement is the operator's
         "extra_rollouts_scheduled_share": (len(replacements) - len(for_discards)) / max(len(slots), 1),
         "discard_replacements_share": len(for_discards) / max(len(slots), 1),
-        "clipped_steps_credited": clipped_credited,
-        "clipped_share": clipped_share,
+        **clips,
         "mixed_version_groups": sum(m["metrics"].get("mixed_version_groups", 0) for m in manifests),
         "corrections_reported": len({c for m in manifests for c in m.get("corrections", [])}),
     }
 
 
-def _clipped(store: EpisodeStore, manifests: list[dict[str, Any]]) -> tuple[int, float]:
-    """Clipped steps of trained episodes that the PPO batch credits (must be 0), and the clipped share."""
-    credited = clipped = executed = 0
+def _clips(store: EpisodeStore, manifests: list[dict[str, Any]]) -> dict[str, float]:
+    """How the PPO batches treated the steps of trained episodes that the safety filter changed.
+
+    clipped_share, limited_share: of executed steps, those the filter changed, and changed beyond the
+    policy's bounds; clipped_steps_credited: the share of clipped steps scored under the bounded
+    (censored) likelihood; limited_steps_credited: limited steps credited (must be 0)."""
+    counts = {"executed": 0, "clipped": 0, "limited": 0, "clipped_credited": 0, "limited_credited": 0}
     for m in manifests:
         policy = load_published(store.backend, m["version"] - 1)
         for episode in store.read_episodes(m["trained_on"]):
@@ -216,10 +223,17 @@ def _clipped(store: EpisodeStore, manifests: list[dict[str, Any]]) -> tuple[int,
             batch = build_batch(policy, [Group(episode.meta.context, [episode, other])])
             first = np.cumsum(np.bincount([s.chunk_index for s in steps], minlength=len(episode.chunks)))
             for s in steps:
-                executed += 1
+                counts["executed"] += 1
                 if s.safety_clipped:
-                    clipped += 1
+                    kind = "limited" if s.safety_limited else "clipped"
                     position = s.step - (first[s.chunk_index - 1] if s.chunk_index else 0)
                     token = position - position % policy.log_prob_span  # where its log-prob sits
-                    credited += int(batch.mask[s.chunk_index, token].item() > 0)
-    return credited, clipped / max(executed, 1)
+                    counts[kind] += 1
+                    counts[f"{kind}_credited"] += int(batch.mask[s.chunk_index, token].item() > 0)
+    clipped = counts["clipped"] + counts["limited"]
+    return {
+        "clipped_share": clipped / max(counts["executed"], 1),
+        "limited_share": counts["limited"] / max(counts["executed"], 1),
+        "clipped_steps_credited": counts["clipped_credited"] / max(counts["clipped"], 1),
+        "limited_steps_credited": counts["limited_credited"],
+    }

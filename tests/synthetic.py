@@ -44,7 +44,7 @@ def synthetic_episode(
             )
             chunk_obs.append(obs)
         action = chunks[-1].actions[t % chunk_size]
-        records.append(StepRecord(t, 1000.0 + t, obs, action, len(chunks) - 1, safety_clipped=t == 1))
+        records.append(StepRecord(t, 1000.0 + t, obs, action, len(chunks) - 1, t in (1, 2), safety_limited=t == 2))
     meta.end_time, meta.num_steps, meta.end_reason, meta.label = time.time(), steps, "max steps", label
     return Episode(meta, records, chunks, chunk_obs)
 

@@ -207,6 +207,8 @@ class EpisodeStore:
         meta = record.meta
         starts = list(attrs.get("chunk_starts", []))
         clipped = set(attrs.get("safety_clipped_steps", []))
+        # stores from before the split: every clipped step counts as limited (never credited)
+        limited = set(attrs.get("safety_limited_steps", clipped))
         stamp_inputs = list(attrs.get("capture_stamp_inputs", []))
         num_steps = len(arrays["state"])
         chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(num_steps), side="right") - 1
@@ -225,7 +227,11 @@ class EpisodeStore:
                 dict(zip(stamp_inputs, map(float, arrays["capture_stamps"][t]), strict=True)) if stamp_inputs else {},
             )
             chunk = int(chunk_of_step[t]) if starts else 0
-            steps.append(StepRecord(t, float(arrays["timestamps"][t]), obs, arrays["actions"][t], chunk, t in clipped))
+            steps.append(
+                StepRecord(
+                    t, float(arrays["timestamps"][t]), obs, arrays["actions"][t], chunk, t in clipped, t in limited
+                )
+            )
         chunks = [
             ActionChunk(arrays["chunk_actions"][c], arrays["chunk_log_prob"][c], meta.policy_version)
             for c in range(len(starts))

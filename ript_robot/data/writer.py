@@ -23,7 +23,9 @@ Layout of one episode group, readable with a plain `zarr.open_group`:
     attributes       the `EpisodeMeta` fields, `chunk_starts` (the first step each chunk
                      executed), `chunk_observation_steps` (the step whose observation each chunk
                      was planned from: its start in lock step, earlier on an arm that plans
-                     ahead while the previous chunk plays), `safety_clipped_steps`
+                     ahead while the previous chunk plays), `safety_clipped_steps` (the
+                     filter changed the command), `safety_limited_steps` (and not only by the
+                     policy's own action bounds: PPO does not credit them)
 Every chunk of every array carries a CRC32C checksum, so corruption is detected on read.
 """
 
@@ -65,6 +67,7 @@ class _Staged:
     stamp_inputs: list[str] = field(default_factory=list)
     frame_steps: list[int] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
+    limited: list[int] = field(default_factory=list)
     created: set[str] = field(default_factory=set)  # arrays already in the store
     received: int = 0  # steps received
     written: int = 0  # steps already in the store
@@ -206,6 +209,8 @@ class EpisodeWriter:
                 staged.steps.setdefault("capture_stamps", []).append(np.asarray(row, np.float64))
             if record.safety_clipped:
                 staged.clipped.append(record.step)
+            if record.safety_limited:
+                staged.limited.append(record.step)
             staged.received += 1
             if staged.received - staged.written >= self.flush_frames:
                 self._flush_steps(staged)
@@ -270,6 +275,7 @@ class EpisodeWriter:
         if staged.stamp_inputs:
             attrs["capture_stamp_inputs"] = staged.stamp_inputs
         attrs["safety_clipped_steps"] = staged.clipped
+        attrs["safety_limited_steps"] = staged.limited
         staged.group.attrs.update({"ript_episode": attrs})
         self.store.backend.promote(_staging(meta.episode_id), f"episodes/{meta.episode_id}")
         self.store.index_writer.append(episode_row(meta, time.time()))

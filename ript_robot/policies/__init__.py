@@ -15,13 +15,14 @@ FAMILIES: dict[str, type[ConfiguredPolicy]] = {"chunked": ChunkedPolicy, "quest"
 
 
 def make_policy(config: PolicyConfig, spec: EnvSpec) -> Policy:
-    """A freshly initialized policy of `config.family` sized for an env."""
+    """A freshly initialized policy of `config.family` sized for an env, over its action bounds."""
     shapes = set(spec.cameras.values())
     if len(shapes) != 1:
         raise ValueError(f"the {config.family} policy takes cameras of one size; the env has {spec.cameras}")
     (image_shape,) = shapes
     cameras = sorted(spec.cameras) if len(spec.cameras) > 1 else ()
-    return FAMILIES[config.family](config, image_shape, spec.state_dim, spec.action_dim, cameras)
+    bounds = (spec.action_low, spec.action_high)
+    return FAMILIES[config.family](config, image_shape, spec.state_dim, spec.action_dim, cameras, bounds)
 
 
 def build_policy(meta: dict, source: str) -> Policy:

@@ -2,7 +2,10 @@
 
 RIPT needs three things from a policy: sample an action chunk with the log-probability of
 exactly what was sampled (`act`), re-score stored chunks under the current parameters for
-the PPO ratio (`log_prob`), and a behaviour-cloning loss for SFT (`bc_loss`). Weights are
+the PPO ratio (`log_prob`), and a behaviour-cloning loss for SFT (`bc_loss`). A sampled
+action beyond the policy's action bounds is sent as the bound (the safety filter clips it), so
+continuous families score what was sent: the density inside the bounds, the probability mass
+beyond a bound at it (`bounded_log_prob`, a censored distribution). Weights are
 saved as safetensors beside a JSON config and a version, never pickled, so a checkpoint
 from the store cannot run code when loaded.
 """
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributions import Distribution, Laplace, Normal
 
 from ript_robot.config import PolicyConfig
 from ript_robot.types import ActionChunk, Observation
@@ -36,6 +40,29 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _standard_log_cdf(dist: Distribution, z: torch.Tensor) -> torch.Tensor:
+    """log P(X <= loc + z * scale) for a Normal or Laplace `dist` (both symmetric: the upper tail is z -> -z)."""
+    if isinstance(dist, Normal):
+        return torch.special.log_ndtr(z)
+    if isinstance(dist, Laplace):  # each branch clamped so the unused one stays finite (no NaN gradients)
+        return torch.where(z < 0, z.clamp(max=0.0) - np.log(2.0), torch.log1p(-0.5 * torch.exp(-z.clamp(min=0.0))))
+    raise TypeError(f"bounded_log_prob takes a Normal or Laplace distribution, got {type(dist).__name__}")
+
+
+def bounded_log_prob(dist: Distribution, actions: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Per-dimension log-likelihood (B, H, A) of the command clip(actions, low, high) the arm receives.
+
+    Inside the bounds it is the density; at or beyond `high` it is log P(a >= high), at or beyond
+    `low` log P(a <= low): the law of the clipped action, so PPO never raises the density of a
+    value that was not sent, and its ratio stays that of the command the arm executed.
+    """
+    inside = dist.log_prob(actions)
+    loc, scale = dist.loc, dist.scale  # type: ignore[attr-defined]  # Normal and Laplace both have them
+    below = _standard_log_cdf(dist, (low - loc) / scale)
+    above = _standard_log_cdf(dist, (loc - high) / scale)
+    return torch.where(actions >= high, above, torch.where(actions <= low, below, inside))
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not fit the policy that tries to load it."""
 
@@ -50,6 +77,8 @@ class Policy(nn.Module, ABC):
     state_dim: int  # length of the proprioceptive state
     action_dim: int  # length of one action
     log_prob_span: int = 1  # actions one log-prob covers; a token policy's sits on its span's first action
+    action_low: float = -1.0  # the action bounds: a sampled action beyond one is sent as the bound
+    action_high: float = 1.0
 
     @property
     @abstractmethod
@@ -62,9 +91,10 @@ class Policy(nn.Module, ABC):
 
     @abstractmethod
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
-        """Log density (B, H) of each action of chunks `actions` (B, H, A) under the current parameters.
+        """Log-likelihood (B, H) of each action of chunks `actions` (B, H, A), as sampled, under the current
+        parameters: that of the command sent, clip(action, action_low, action_high) (`bounded_log_prob`).
 
-        Summed over H it is the chunk's log density.
+        Summed over H it is the chunk's log-likelihood.
         """
 
     sft_stages: tuple[str, ...] = ("policy",)  # behaviour-cloning stages, trained in this order
@@ -83,7 +113,12 @@ class Policy(nn.Module, ABC):
 
     @abstractmethod
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chunks (B, H, A) and their per-action log densities (B, H); deterministic: the mode."""
+        """Chunks (B, H, A), unclipped, and their per-action log-likelihoods as `log_prob` scores them (B, H);
+        deterministic: the mode."""
+
+    def sent(self, actions: np.ndarray) -> np.ndarray:
+        """What the arm receives for sampled actions when nothing but the policy's own bounds limits them."""
+        return np.clip(actions, self.action_low, self.action_high)
 
     @abstractmethod
     def config_dict(self) -> dict[str, Any]:
@@ -155,13 +190,19 @@ class ConfiguredPolicy(Policy):
         state_dim: int,
         action_dim: int,
         cameras: Sequence[str] = (),
+        action_bounds: tuple[float, float] = (-1.0, 1.0),
     ):
         """image_shape: (height, width) of every RGB camera; state_dim, action_dim >= 1;
         cameras: the camera names, in the order the policy reads them (empty: one camera,
-        whatever its name)."""
+        whatever its name); action_bounds: (low, high), finite, low < high: the env's action
+        range, every dimension (a sampled action beyond it is sent as the bound)."""
         super().__init__()
         if state_dim < 1 or action_dim < 1:
             raise ValueError(f"state_dim and action_dim must be >= 1, got {state_dim}, {action_dim}")
+        low, high = (float(b) for b in action_bounds)
+        if not (np.isfinite([low, high]).all() and low < high):
+            raise ValueError(f"action_bounds must be finite with low < high, got {action_bounds}")
+        self.action_low, self.action_high = low, high
         self.config = config
         self.image_shape = tuple(image_shape)
         self.cameras = tuple(cameras)
@@ -184,6 +225,7 @@ class ConfiguredPolicy(Policy):
             "state_dim": self.state_dim,
             "action_dim": self.action_dim,
             "cameras": list(self.cameras),
+            "action_bounds": [self.action_low, self.action_high],
         }
 
     @classmethod
@@ -194,6 +236,7 @@ class ConfiguredPolicy(Policy):
             config["state_dim"],
             config["action_dim"],
             config.get("cameras", ()),  # checkpoints from before multi-camera support: one camera
+            tuple(config.get("action_bounds", (-1.0, 1.0))),  # checkpoints from before bounds: the default range
         )
 
     def stack_observations(self, observations: Sequence[Observation]) -> tuple[torch.Tensor, torch.Tensor]:

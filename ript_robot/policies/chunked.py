@@ -3,7 +3,8 @@
 It is the CPU default for the robot and the policy the quickstart trains. On top of the
 shared observation encoder (`policies.vision`: keypoints, state, instruction) an MLP
 predicts the mean and a bounded scale of every action of the chunk; the log-probability of
-each action is the sum of its A independent Gaussian (or Laplace) terms.
+each action is the sum of its A independent Gaussian (or Laplace) terms, each that of the
+command sent (`bounded_log_prob`); SFT fits the plain density to the demonstrations.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Laplace, Normal
 
-from ript_robot.policies.base import Batch, masked_mean
+from ript_robot.policies.base import Batch, bounded_log_prob, masked_mean
 from ript_robot.policies.vision import VisionLanguagePolicy
 
 
@@ -40,14 +41,14 @@ class ChunkedPolicy(VisionLanguagePolicy):
         return Normal(mean, scale)
 
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
-        return self.distribution(batch).log_prob(actions).sum(dim=-1)
+        return bounded_log_prob(self.distribution(batch), actions, self.action_low, self.action_high).sum(dim=-1)
 
     def bc_loss(
         self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return -masked_mean(self.log_prob(batch, actions), mask) / self.action_dim
+        return -masked_mean(self.distribution(batch).log_prob(actions).sum(dim=-1), mask) / self.action_dim
 
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.distribution(batch)
         actions = dist.mean if deterministic else dist.sample()
-        return actions, dist.log_prob(actions).sum(dim=-1)
+        return actions, bounded_log_prob(dist, actions, self.action_low, self.action_high).sum(dim=-1)

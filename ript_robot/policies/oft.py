@@ -15,7 +15,8 @@ post-trains it with a scale head added so every action has a log-probability. He
 - SFT trains the mean with L1 (OFT's objective) and the scale head with the Laplace
   likelihood of the demonstrations around the detached mean, on detached hidden states, so
   the scale never changes the trunk's objective; RIPT's log-probability is that Laplace
-  density per action dimension, and its update trains trunk, mean and scale together;
+  law per action dimension, of the command sent (the mass beyond a bound for a clipped
+  action: `bounded_log_prob`), and its update trains trunk, mean and scale together;
 - LoRA adapters (peft) go on the language model's linear layers named in
   `policy.oft.lora_targets`; the vision tower and every base weight stay frozen, so
   `rl_parameters` are the adapters, the heads, the proprioception projector and the
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Laplace
 
-from ript_robot.policies.base import Batch, CheckpointError, ConfiguredPolicy, masked_mean
+from ript_robot.policies.base import Batch, CheckpointError, ConfiguredPolicy, bounded_log_prob, masked_mean
 from ript_robot.types import Observation
 
 VISION_MODULES = ("vision_tower", "vision_model", "visual", "image_encoder")  # never adapted, always frozen
@@ -233,7 +234,8 @@ class OftPolicy(ConfiguredPolicy):
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
         """See `Policy.log_prob`; on the device `actions` came from, whatever device the policy runs on."""
         mean, scale = self.heads(batch)
-        return Laplace(mean, scale).log_prob(actions.to(mean.device)).sum(dim=-1).to(actions.device)
+        dist, actions_here = Laplace(mean, scale), actions.to(mean.device)
+        return bounded_log_prob(dist, actions_here, self.action_low, self.action_high).sum(dim=-1).to(actions.device)
 
     def bc_loss(
         self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
@@ -251,4 +253,4 @@ class OftPolicy(ConfiguredPolicy):
         mean, scale = self.heads(batch)
         dist = Laplace(mean, scale)
         actions = mean if deterministic else dist.sample()
-        return actions, dist.log_prob(actions).sum(dim=-1)
+        return actions, bounded_log_prob(dist, actions, self.action_low, self.action_high).sum(dim=-1)

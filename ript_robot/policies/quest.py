@@ -26,6 +26,8 @@ decoded codebook; the autoencoder is frozen after its stage). The store, the run
 the trainer therefore handle this family's chunks like any other: actions (H, A) with a
 log-probability per action. A token's log-probability sits on the first action it decodes
 to, and the others of its span carry 0, so the per-action PPO ratio is the per-token ratio.
+The command sent for a token is a fixed function of it (decoded, then clipped to the action
+bounds), so a token's probability is already that of choosing what the arm received.
 """
 
 from __future__ import annotations

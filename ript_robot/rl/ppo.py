@@ -2,10 +2,14 @@
 
 Every action a chunk executed is one sample, as every token is in an LLM's GRPO: its
 advantage is its episode's leave-one-out advantage, its old log-probability the one `act()`
-reported when the chunk was sampled. Masked out: actions of a chunk left unexecuted (the
-episode ended mid-chunk, or the next chunk took over) and actions the safety filter changed
-before they were sent, since raising the likelihood of a command the arm never received
-would credit the wrong action (token policies: the whole token). The loss reads like the paper:
+reported when the chunk was sampled. Both score the command the arm received: an action
+the safety filter clipped to the policy's action bounds is scored by the probability mass
+beyond the bound (`policies.base.bounded_log_prob`), so it is credited. Masked out: actions
+of a chunk left unexecuted (the episode ended mid-chunk, or the next chunk took over) and
+actions the filter changed otherwise (rate, step, workspace or keep-out limits, bounds
+narrower than the policy's), since raising the likelihood of a command the arm never
+received would credit the wrong action (token policies: the whole token). The loss reads
+like the paper:
 
     ratio    = exp(new_log_prob - old_log_prob)
     pg_loss1 = -advantage * ratio
@@ -41,9 +45,10 @@ class RolloutBatch:
     actions: torch.Tensor  # (N, H, A) as sampled
     old_log_prob: torch.Tensor  # (N, H) per action, as reported by act()
     advantages: torch.Tensor  # (N,)
-    mask: torch.Tensor  # (N, H) 1.0 where a log-prob is credited: executed as sampled
+    mask: torch.Tensor  # (N, H) 1.0 where a log-prob is credited: executed, not limited
     executed_actions: int = 0  # actions the episodes executed
-    clipped_actions: int = 0  # of those, changed by the safety filter (never credited)
+    clipped_actions: int = 0  # of those, changed by the safety filter
+    limited_actions: int = 0  # of those, changed beyond the policy's bounds (never credited)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -58,17 +63,18 @@ class RolloutBatch:
         )
 
 
-def credited(executed: int, clipped: np.ndarray, span: int) -> np.ndarray:
+def credited(executed: int, limited: np.ndarray, span: int) -> np.ndarray:
     """Which of a chunk's H log-prob positions PPO credits: (H,) bool.
 
-    executed: how many of its actions ran (a prefix); clipped: (H,) bool, actions the safety filter
-    changed; span: actions one log-prob covers (1, or a token's actions for token policies, whose
-    log-prob sits on the span's first action). A span is credited when its first action ran and
-    none of its executed actions was changed: the likelihood of an action never sent is not raised.
+    executed: how many of its actions ran (a prefix); limited: (H,) bool, actions the safety filter
+    changed beyond the policy's bounds; span: actions one log-prob covers (1, or a token's actions
+    for token policies, whose log-prob sits on the span's first action). A span is credited when its
+    first action ran and none of its executed actions was limited: the likelihood of an action never
+    sent is not raised.
     """
-    h = len(clipped)
+    h = len(limited)
     ran = np.arange(h) < executed
-    changed = (clipped & ran).reshape(-1, span).any(axis=1)
+    changed = (limited & ran).reshape(-1, span).any(axis=1)
     out = np.zeros(h, bool)
     out[::span] = ran[::span] & ~changed
     return out
@@ -79,28 +85,29 @@ def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
 
     Unlabeled episodes are skipped (they get no advantage and are not in any baseline), and
     so are episodes whose advantage is exactly zero, which would add nothing to the loss.
-    Actions the safety filter changed (bounds, rate or workspace clips) are masked out (`credited`).
+    Actions the safety filter changed beyond the policy's bounds are masked out (`credited`).
     """
     observations, actions, old_log_prob, advantages, masks = [], [], [], [], []
     h, span = policy.chunk_size, policy.log_prob_span
-    executed_actions = clipped_actions = 0
+    executed_actions = clipped_actions = limited_actions = 0
     for group in groups:
         for episode, advantage in zip(group.episodes, leave_one_out_advantage(group.rewards), strict=True):
             if episode.reward is None or advantage == 0.0:
                 continue
             executed = np.bincount([s.chunk_index for s in episode.steps], minlength=len(episode.chunks))
-            clipped = np.zeros((len(episode.chunks), h), bool)
+            limited = np.zeros((len(episode.chunks), h), bool)
             first = np.cumsum(executed) - executed  # each chunk's first step
             for s in episode.steps:
-                clipped[s.chunk_index, s.step - first[s.chunk_index]] = s.safety_clipped
+                limited[s.chunk_index, s.step - first[s.chunk_index]] = s.safety_limited
             executed_actions += int(executed.sum())
-            clipped_actions += int(clipped.sum())
+            clipped_actions += sum(s.safety_clipped for s in episode.steps)
+            limited_actions += int(limited.sum())
             for c, (chunk, obs, n) in enumerate(zip(episode.chunks, episode.chunk_observations, executed, strict=True)):
                 observations.append(obs)
                 actions.append(chunk.actions)
                 old_log_prob.append(chunk.step_log_prob)
                 advantages.append(advantage)
-                masks.append(credited(int(n), clipped[c], span))
+                masks.append(credited(int(n), limited[c], span))
     if not observations:
         return None
     return RolloutBatch(
@@ -111,6 +118,7 @@ def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
         mask=torch.from_numpy(np.stack(masks)).float(),
         executed_actions=executed_actions,
         clipped_actions=clipped_actions,
+        limited_actions=limited_actions,
     )
 
 
@@ -160,7 +168,8 @@ def ppo_update(
     version being updated) it must be ~0: a check on the log-prob bookkeeping. With stale
     rollouts (`trainer.max_staleness` >= 1) it is the largest importance ratio between the
     current policy and the older one that sampled, which the clip then bounds.
-    `clipped_share` is the share of executed actions the safety filter changed (none credited).
+    `clipped_share` is the share of executed actions the safety filter changed; `limited_share` the
+    share it changed beyond the policy's bounds (never credited; the rest are scored censored).
 
     Data-parallel: inside a torch.distributed process group (torchrun; gloo on CPU, NCCL on
     GPUs) every rank holds the same batch, parameters and generator seed, scores only its
@@ -238,5 +247,6 @@ def ppo_update(
     out["initial_ratio_error"] = initial_ratio_error
     out["samples"] = float(len(batch))
     out["clipped_share"] = batch.clipped_actions / max(batch.executed_actions, 1)
+    out["limited_share"] = batch.limited_actions / max(batch.executed_actions, 1)
     out["minibatches"] = float(steps)
     return out

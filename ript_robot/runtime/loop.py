@@ -198,6 +198,8 @@ class EpisodeController:
         step, position = self._steps[slot], self._position[slot]
         action = self._chunks[slot].actions[position]
         command, clipped, fault = self.safety(action, observation.state, self._previous.get(slot))
+        # beyond the policy's own bounds (rate, step, workspace, keep-out, narrower safety bounds): not credited
+        limited = clipped and not np.allclose(command, self.policy.sent(action), rtol=0.0, atol=1e-6)
         record = StepRecord(
             step=step,
             timestamp=time.time(),
@@ -205,6 +207,7 @@ class EpisodeController:
             action=command,
             chunk_index=self._chunk_counts[slot] - 1,
             safety_clipped=clipped,
+            safety_limited=limited,
         )
         for s in self.sinks:
             s.add_step(self.metas[slot].episode_id, record)

@@ -27,7 +27,7 @@ def assert_same_episode(stored: Episode, original: Episode) -> None:
         assert np.array_equal(a.observation.state, b.observation.state)
         assert np.array_equal(a.action, b.action)
         assert a.chunk_index == b.chunk_index and a.timestamp == b.timestamp
-        assert a.safety_clipped == b.safety_clipped
+        assert (a.safety_clipped, a.safety_limited) == (b.safety_clipped, b.safety_limited)
     assert len(stored.chunks) == len(original.chunks)
     for a, b in zip(stored.chunks, original.chunks, strict=True):
         assert np.array_equal(a.actions, b.actions) and np.array_equal(a.step_log_prob, b.step_log_prob)

@@ -62,9 +62,17 @@ def _observations(n: int):
 
 
 def _episode(
-    context, obs, reward, chunk_steps: list[int], h: int = 4, fill: float = 0.0, clipped: frozenset[int] = frozenset()
+    context,
+    obs,
+    reward,
+    chunk_steps: list[int],
+    h: int = 4,
+    fill: float = 0.0,
+    clipped: frozenset[int] = frozenset(),
+    limited: frozenset[int] = frozenset(),
 ) -> Episode:
-    """An episode whose chunk k was executed for chunk_steps[k] steps; the safety filter changed steps `clipped`."""
+    """An episode whose chunk k was executed for chunk_steps[k] steps; the safety filter clipped steps `clipped`
+    to the policy's bounds and changed steps `limited` beyond them."""
     label = None if reward is None else Label(success=bool(reward), source="sim")
     meta = EpisodeMeta(f"{context.context_id}-{fill}", context, 0, "test", 0.0, label=label)
     chunks = [
@@ -75,7 +83,10 @@ def _episode(
     for k, n in enumerate(chunk_steps):
         for _ in range(n):
             t = len(steps)
-            steps.append(StepRecord(t, 0.0, obs, np.zeros(3, np.float32), chunk_index=k, safety_clipped=t in clipped))
+            changed, beyond = t in clipped | limited, t in limited
+            steps.append(
+                StepRecord(t, 0.0, obs, np.zeros(3, np.float32), k, safety_clipped=changed, safety_limited=beyond)
+            )
     return Episode(meta, steps, chunks, [obs] * len(chunks))
 
 
@@ -110,31 +121,31 @@ def test_build_batch_skips_unlabeled_and_zero_advantage_episodes(policy):
     torch.testing.assert_close(sub.advantages, torch.tensor([-1.0]))
 
 
-def test_actions_the_safety_filter_changed_are_never_credited(policy):
+def test_actions_changed_beyond_the_bounds_are_never_credited_and_bound_clips_are(policy):
     contexts, obs = _observations(1)
     group = Group(
         contexts[0],
         [
-            _episode(contexts[0], obs[0], 1.0, [4, 3], fill=1.0, clipped=frozenset({1, 5})),
-            _episode(contexts[0], obs[0], 0.0, [2], fill=10.0, clipped=frozenset({0, 1})),
+            _episode(contexts[0], obs[0], 1.0, [4, 3], fill=1.0, clipped=frozenset({2, 6}), limited=frozenset({1, 5})),
+            _episode(contexts[0], obs[0], 0.0, [2], fill=10.0, limited=frozenset({0, 1})),
         ],
     )
     batch = build_batch(policy, [group])
     torch.testing.assert_close(
         batch.mask, torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     )
-    assert (batch.executed_actions, batch.clipped_actions) == (9, 4)
+    assert (batch.executed_actions, batch.clipped_actions, batch.limited_actions) == (9, 6, 4)
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
     out = ppo_update(policy, optimizer, batch, RIPTConfig(ppo_epochs=1, minibatch_size=8))
-    assert out["clipped_share"] == pytest.approx(4 / 9)
+    assert out["clipped_share"] == pytest.approx(6 / 9) and out["limited_share"] == pytest.approx(4 / 9)
 
 
-def test_a_token_is_credited_only_when_all_its_executed_actions_were_sent_as_sampled():
-    clipped = np.array([False, False, False, True, False, False])
-    # span 2: tokens (0,1) ran clean, (2,3) had action 3 clipped, (4,5) did not run (4 actions executed)
-    np.testing.assert_array_equal(credited(4, clipped, 2), [True, False, False, False, False, False])
+def test_a_token_is_credited_only_when_none_of_its_executed_actions_was_limited():
+    limited = np.array([False, False, False, True, False, False])
+    # span 2: tokens (0,1) ran clean, (2,3) had action 3 limited, (4,5) did not run (4 actions executed)
+    np.testing.assert_array_equal(credited(4, limited, 2), [True, False, False, False, False, False])
     np.testing.assert_array_equal(credited(5, np.zeros(6, bool), 2), [True, False, True, False, True, False])
-    np.testing.assert_array_equal(credited(3, clipped, 1), [True, True, True, False, False, False])
+    np.testing.assert_array_equal(credited(3, limited, 1), [True, True, True, False, False, False])
 
 
 def test_build_batch_without_signal_is_none(policy):

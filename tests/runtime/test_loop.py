@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import IMAGE_SIZE, make_env, tiny_policy
 
+from ript_robot.calibration.models import WorkspaceCalibration
 from ript_robot.config import PolicyConfig, RuntimeConfig, SafetyConfig
 from ript_robot.envs.pick import PickEnv, make_contexts
 from ript_robot.policies.chunked import ChunkedPolicy
@@ -90,7 +91,7 @@ def test_chunks_execute_open_loop_then_replan(execute_steps):
         for t, s in enumerate(e.steps):
             planned = e.chunks[s.chunk_index].actions[t % execute_steps]
             np.testing.assert_array_equal(s.action, np.clip(planned, -1.0, 1.0))
-            assert s.safety_clipped == bool(np.any(np.abs(planned) > 1.0))
+            assert s.safety_clipped == bool(np.any(np.abs(planned) > 1.0)) and not s.safety_limited  # bounds only
         for k, obs in enumerate(e.chunk_observations):  # each chunk is planned from the newest observation
             assert obs is e.steps[k * execute_steps].observation
 
@@ -135,6 +136,30 @@ def test_nan_policy_is_held_faulted_and_labeled_a_failure_by_the_simulator():
         np.testing.assert_array_equal(e.steps[0].action, np.zeros(3, np.float32))
         assert np.isnan(e.chunks[0].actions).all()  # the raw sample is kept for inspection
     assert success_rate(episodes) == 0.0
+
+
+@pytest.mark.parametrize("limit", ["rate", "narrower bounds"])
+def test_a_command_changed_beyond_the_policys_bounds_is_marked_limited(limit):
+    policy = tiny_policy(seed=3, min_std=0.5, max_std=1.0)  # wide exploration: bounds clips and big jumps
+    rate = WorkspaceCalibration.model_validate({
+        "box": {"low": [-9.0, -9.0], "high": [9.0, 9.0]}, "state_position": [0, 1], "action_position": [0, 1],
+        "metres_per_action": 0.025, "max_command_change": 0.3,
+    })  # fmt: skip
+    if limit == "rate":
+        safety = SafetyFilter(SafetyConfig(), 3, workspace=rate)
+    else:
+        safety = SafetyFilter(SafetyConfig(action_low=-0.5, action_high=0.5), 3)
+    ctxs = contexts(4)
+    torch.manual_seed(0)
+    episodes = run_episodes([make_env() for _ in ctxs], ctxs, policy, RuntimeConfig(execute_steps=4), safety=safety)
+    steps = [(e, s) for e in episodes for s in e.steps]
+    for e, s in steps:
+        planned = e.chunks[s.chunk_index].actions[s.step % 4]
+        assert s.safety_limited == (not np.allclose(s.action, np.clip(planned, -1.0, 1.0), atol=1e-6))
+        assert s.safety_clipped or not s.safety_limited
+    assert any(s.safety_limited for _, s in steps)
+    if limit == "rate":  # a clip to the policy's own bounds alone is no limit: PPO scores it as sent
+        assert any(s.safety_clipped and not s.safety_limited for _, s in steps)
 
 
 def test_sink_receives_every_event(policy):
