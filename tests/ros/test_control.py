@@ -86,9 +86,9 @@ def test_a_slow_policy_never_stops_the_commands_and_every_step_belongs_to_its_ch
     failed.meta.label = Label(success=False, source="sim")
     batch = build_batch(policy.inner, [Group(episode.meta.context, [episode, failed])])
     credited = batch.mask.sum(1).tolist()[:2]
-    # PPO sees what was executed as sampled, only that: chunk 0 ran 6 actions, less those the filter clipped
-    clipped = [s.safety_clipped for s in episode.steps if s.chunk_index == 0]
-    assert len(clipped) == 6 and credited[0] == 6 - sum(clipped)
+    # PPO sees what was executed, only that: chunk 0 ran 6 actions, less those the filter limited beyond the bounds
+    limited = [s.safety_limited for s in episode.steps if s.chunk_index == 0]
+    assert len(limited) == 6 and credited[0] == 6 - sum(limited)
     assert 1 <= credited[1] <= policy.chunk_size
     store.refresh()
     stored = store.read_episode(meta.episode_id)
