@@ -32,7 +32,14 @@ def test_act_reports_the_laplace_log_prob_that_rescoring_gives():
         mean, scale = policy.heads(policy.preprocess(obs))
     reported = torch.from_numpy(np.stack([c.step_log_prob for c in chunks]))
     torch.testing.assert_close(reported, rescored, atol=1e-5, rtol=0)
-    expected = (-torch.log(2 * scale) - (actions - mean).abs() / scale).sum(-1)  # Laplace, per action dimension
+    # Laplace per action dimension; a sample beyond a bound of [-1, 1] is sent as the bound: its tail mass
+    density = -torch.log(2 * scale) - (actions - mean).abs() / scale
+
+    def tail(z):  # P(X >= mean + z * scale)
+        return torch.where(z >= 0, 0.5 * torch.exp(-z.abs()), 1 - 0.5 * torch.exp(-z.abs()))
+
+    above, below = tail((1 - mean) / scale).log(), tail((mean + 1) / scale).log()
+    expected = torch.where(actions >= 1, above, torch.where(actions <= -1, below, density)).sum(-1)
     torch.testing.assert_close(rescored, expected, atol=1e-5, rtol=0)
     assert ((scale >= 0.25) & (scale <= 1.0)).all()
     # the deterministic chunk is the mean of one parallel pass, the same whatever else is in the batch
