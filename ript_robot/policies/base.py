@@ -116,6 +116,11 @@ class Policy(nn.Module, ABC):
         """Chunks (B, H, A), unclipped, and their per-action log-likelihoods as `log_prob` scores them (B, H);
         deterministic: the mode."""
 
+    def command_log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
+        """Per-action log-likelihood (B, H) of the commands sent for sampled `actions` (B, H, A) under a
+        continuous family's per-dimension `dist`: `bounded_log_prob` at this policy's bounds, summed over A."""
+        return bounded_log_prob(dist, actions, self.action_low, self.action_high).sum(dim=-1)
+
     def sent(self, actions: np.ndarray) -> np.ndarray:
         """What the arm receives for sampled actions when nothing but the policy's own bounds limits them."""
         return np.clip(actions, self.action_low, self.action_high)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Laplace, Normal
 
-from ript_robot.policies.base import Batch, bounded_log_prob, masked_mean
+from ript_robot.policies.base import Batch, masked_mean
 from ript_robot.policies.vision import VisionLanguagePolicy
 
 
@@ -41,7 +41,7 @@ class ChunkedPolicy(VisionLanguagePolicy):
         return Normal(mean, scale)
 
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
-        return bounded_log_prob(self.distribution(batch), actions, self.action_low, self.action_high).sum(dim=-1)
+        return self.command_log_prob(self.distribution(batch), actions)
 
     def bc_loss(
         self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
@@ -51,4 +51,4 @@ class ChunkedPolicy(VisionLanguagePolicy):
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.distribution(batch)
         actions = dist.mean if deterministic else dist.sample()
-        return actions, bounded_log_prob(dist, actions, self.action_low, self.action_high).sum(dim=-1)
+        return actions, self.command_log_prob(dist, actions)

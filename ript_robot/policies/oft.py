@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Laplace
 
-from ript_robot.policies.base import Batch, CheckpointError, ConfiguredPolicy, bounded_log_prob, masked_mean
+from ript_robot.policies.base import Batch, CheckpointError, ConfiguredPolicy, masked_mean
 from ript_robot.types import Observation
 
 VISION_MODULES = ("vision_tower", "vision_model", "visual", "image_encoder")  # never adapted, always frozen
@@ -234,8 +234,7 @@ class OftPolicy(ConfiguredPolicy):
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
         """See `Policy.log_prob`; on the device `actions` came from, whatever device the policy runs on."""
         mean, scale = self.heads(batch)
-        dist, actions_here = Laplace(mean, scale), actions.to(mean.device)
-        return bounded_log_prob(dist, actions_here, self.action_low, self.action_high).sum(dim=-1).to(actions.device)
+        return self.command_log_prob(Laplace(mean, scale), actions.to(mean.device)).to(actions.device)
 
     def bc_loss(
         self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
@@ -253,4 +252,4 @@ class OftPolicy(ConfiguredPolicy):
         mean, scale = self.heads(batch)
         dist = Laplace(mean, scale)
         actions = mean if deterministic else dist.sample()
-        return actions, bounded_log_prob(dist, actions, self.action_low, self.action_high).sum(dim=-1)
+        return actions, self.command_log_prob(dist, actions)

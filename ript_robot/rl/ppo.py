@@ -99,8 +99,8 @@ def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
             first = np.cumsum(executed) - executed  # each chunk's first step
             for s in episode.steps:
                 limited[s.chunk_index, s.step - first[s.chunk_index]] = s.safety_limited
+                clipped_actions += s.safety_clipped
             executed_actions += int(executed.sum())
-            clipped_actions += sum(s.safety_clipped for s in episode.steps)
             limited_actions += int(limited.sum())
             for c, (chunk, obs, n) in enumerate(zip(episode.chunks, episode.chunk_observations, executed, strict=True)):
                 observations.append(obs)
