@@ -241,14 +241,27 @@ def _store_command(cfg: QuickstartConfig, args: argparse.Namespace) -> int:
                 f"{m.num_steps:>5} {label}"
             )
     elif args.action == "verify":
-        report = store.verify()
+        from tqdm import tqdm
+
+        with tqdm(desc="verify", unit="episode", disable=not sys.stderr.isatty()) as bar:
+
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            report = store.verify(advance)
         for problem in report.problems:
             print(f"DAMAGED  {problem}")
+        for note in report.unverifiable:
+            print(f"UNVERIFIABLE  {note}")
         for name in report.uncommitted:
             print(f"staging  {name}: never committed (a writer stopped mid-episode); invisible to readers")
         for name in report.unindexed:
             print(f"orphan   {name}: promoted but not indexed (a writer stopped at commit); invisible to readers")
-        print(f"{report.checked} committed episodes checked, {len(report.problems)} damaged")
+        print(
+            f"{report.checked} committed episodes checked, {len(report.problems)} damaged (never trained on), "
+            f"{len(report.unverifiable)} unverifiable (written before object manifests)"
+        )
         return 0 if report.ok else 1
     elif args.action == "export":
         from ript_robot.data.video import export_video

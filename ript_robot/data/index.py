@@ -103,6 +103,7 @@ class EpisodeRecord:
     meta: EpisodeMeta
     committed_at: float
     labels: list[Label] = field(default_factory=list)  # every label given, oldest first
+    seal: str | None = None  # sha256 of the committed attributes and object manifest (None: an older store)
 
     @property
     def episode_id(self) -> str:
@@ -160,7 +161,7 @@ class _Segment:
     """One index segment, parsed once: its commits (meta, commit time, label at commit) and label rows."""
 
     tag: Any
-    commits: list[tuple[EpisodeMeta, float, Label | None]]
+    commits: list[tuple[EpisodeMeta, float, Label | None, str | None]]
     labels: list[tuple[str, Label]]
 
 
@@ -208,8 +209,8 @@ class Index:
         episodes: dict[str, EpisodeRecord] = {}
         labels: list[tuple[str, Label]] = []
         for segment in self._segments.values():
-            for meta, committed_at, label in segment.commits:
-                episodes[meta.episode_id] = EpisodeRecord(meta, committed_at, [] if label is None else [label])
+            for meta, committed_at, label, sealed in segment.commits:
+                episodes[meta.episode_id] = EpisodeRecord(meta, committed_at, [] if label is None else [label], sealed)
             labels += segment.labels
         for episode_id, label in sorted(labels, key=lambda item: item[1].time):
             record = episodes.get(episode_id)
@@ -227,14 +228,15 @@ def _parse(tag: Any, rows: list[dict[str, Any]]) -> _Segment:
     for row in rows:
         if row["type"] == "episode":
             meta = meta_from_dict(row["meta"])
-            segment.commits.append((meta, row["committed_at"], meta.label))
+            segment.commits.append((meta, row["committed_at"], meta.label, row.get("seal")))
         elif row["type"] == "label":
             segment.labels.append((row["episode_id"], label_from_dict(row["label"])))
     return segment
 
 
-def episode_row(meta: EpisodeMeta, committed_at: float) -> dict[str, Any]:
-    return {"type": "episode", "meta": meta_to_dict(meta), "committed_at": committed_at}
+def episode_row(meta: EpisodeMeta, committed_at: float, seal: str | None = None) -> dict[str, Any]:
+    """seal: `integrity.seal` of the committed group (what verifies it later)."""
+    return {"type": "episode", "meta": meta_to_dict(meta), "committed_at": committed_at, "seal": seal}
 
 
 def label_row(episode_id: str, label: Label) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,21 @@ import zarr
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from ript_robot.data.backend import Backend, StoreError
-from ript_robot.data.index import EpisodeRecord, Index, IndexWriter, label_row, label_to_dict, meta_from_dict
-from ript_robot.data.writer import STEP_ARRAYS, EpisodeWriter
+from ript_robot.data.index import EpisodeRecord, Index, IndexWriter, label_row, label_to_dict
+from ript_robot.data.integrity import (
+    GROUP_METADATA,
+    MANIFEST_ATTR,
+    EpisodeCorrupt,
+    VerifyingStore,
+    listing_problems,
+    seal,
+)
+from ript_robot.data.verify import VerifyReport, array_names, read_array, verify_store
+from ript_robot.data.writer import EpisodeWriter
 from ript_robot.types import ActionChunk, Context, Episode, Label, Observation, StepRecord
 
 FORMAT = 1
 MARKER = "ript_store.json"
-
-
-class EpisodeCorrupt(StoreError):
-    """An episode's arrays cannot be read back intact."""
 
 
 @dataclass
@@ -51,20 +56,6 @@ class StoredGroup:
     @property
     def rewards(self) -> list[float | None]:
         return [r.reward for r in self.records]
-
-
-@dataclass
-class VerifyReport:
-    """What `EpisodeStore.verify` found."""
-
-    checked: int = 0
-    problems: list[str] = field(default_factory=list)  # committed episodes that are damaged
-    uncommitted: list[str] = field(default_factory=list)  # left in staging by a crashed writer (invisible)
-    unindexed: list[str] = field(default_factory=list)  # promoted but never indexed (invisible)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 class EpisodeStore:
@@ -185,21 +176,62 @@ class EpisodeStore:
                 groups.append(StoredGroup(records[begin].meta.context, records[begin : begin + k]))
         return groups
 
-    def _group(self, episode_id: str) -> zarr.Group:
+    def committed(self, episode_id: str) -> tuple[dict[str, Any], dict[str, list[Any]] | None]:
+        """The group's attributes and, for a sealed episode, its object manifest (checked against the
+        index's seal); raises EpisodeCorrupt when the group metadata is missing or not as committed."""
+        folder = f"episodes/{episode_id}"
         try:
-            return zarr.open_group(self.backend.zarr, path=f"episodes/{episode_id}", mode="r")
-        except FileNotFoundError as exc:
-            raise EpisodeCorrupt(f"episode {episode_id} is in the index but its group is missing") from exc
+            raw = self.backend.get_json(f"{folder}/{GROUP_METADATA}")
+        except StoreError as exc:
+            raise EpisodeCorrupt(f"episode {episode_id}: object '{GROUP_METADATA}' is damaged: {exc}") from exc
+        if raw is None:
+            raise EpisodeCorrupt(f"episode {episode_id} is in the index but its group ({folder}) is missing")
+        attributes = raw.get("attributes") if isinstance(raw, dict) else None
+        if not isinstance(attributes, dict) or not isinstance(attributes.get("ript_episode"), dict):
+            raise EpisodeCorrupt(f"episode {episode_id}: object '{GROUP_METADATA}' lost the episode's attributes")
+        record = self.index.episodes.get(episode_id)
+        sealed = None if record is None else record.seal
+        manifest = attributes.get(MANIFEST_ATTR)
+        if sealed is None:
+            return attributes, None  # written before manifests: nothing to check against
+        if not isinstance(manifest, dict) or seal(attributes["ript_episode"], manifest) != sealed:
+            raise EpisodeCorrupt(
+                f"episode {episode_id}: object '{GROUP_METADATA}' holds attributes or a manifest "
+                "that differ from what was committed (the index's seal)"
+            )
+        return attributes, manifest
+
+    def open_group(self, episode_id: str, listing: bool = False) -> zarr.Group:
+        """The episode's group; a sealed one reads through a `VerifyingStore` (every object it reads is checked),
+        and with `listing` its folder is listed first (missing, extra and resized objects)."""
+        _, manifest = self.committed(episode_id)
+        folder = f"episodes/{episode_id}"
+        store = self.backend.zarr
+        if manifest is not None:
+            if listing and (problems := listing_problems(episode_id, self._listed(episode_id), manifest)):
+                raise EpisodeCorrupt("; ".join(problems))
+            store = VerifyingStore(self.backend.zarr, episode_id, folder, manifest)
+        try:
+            return zarr.open_group(store, path=folder, mode="r")
+        except EpisodeCorrupt:
+            raise
+        except Exception as exc:
+            raise EpisodeCorrupt(f"episode {episode_id}: its group cannot be opened: {exc}") from exc
+
+    def _listed(self, episode_id: str) -> dict[str, int]:
+        """The objects in an episode's folder: {key relative to the folder: size}."""
+        folder = f"episodes/{episode_id}/"
+        return {m["path"][len(folder) :]: m["size"] for m in self.backend.list(folder)}
 
     def read_episode(self, episode_id: str) -> Episode:
         """Load a committed episode's arrays into an `Episode` (raises EpisodeCorrupt when damaged)."""
         record = self.index.episodes.get(episode_id)
         if record is None:
             raise StoreError(f"no committed episode {episode_id} in {self.uri}")
-        group = self._group(episode_id)
+        group = self.open_group(episode_id, listing=True)
         try:
             attrs = dict(group.attrs["ript_episode"])
-            arrays = {name: _read(group, name) for name in _array_names(group)}
+            arrays = {name: read_array(group, name) for name in array_names(group)}
         except EpisodeCorrupt:
             raise
         except Exception as exc:
@@ -241,7 +273,7 @@ class EpisodeStore:
 
     def cameras(self, episode_id: str) -> list[str]:
         """The names of the cameras an episode kept frames of, sorted."""
-        group = self._group(episode_id)
+        group = self.open_group(episode_id)
         return sorted(group["images"].array_keys()) if "images" in group else []
 
     def key_frames(
@@ -255,7 +287,7 @@ class EpisodeStore:
         cameras = self.cameras(episode_id)
         if not cameras:
             return []
-        group = self._group(episode_id)
+        group = self.open_group(episode_id)
         name = camera or cameras[0]
         if name not in cameras:
             raise StoreError(f"episode {episode_id} has no camera {name!r}; it has {cameras}")
@@ -310,46 +342,9 @@ class EpisodeStore:
 
     # --- integrity ---
 
-    def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-        """Read every committed episode back in full and check it against its attributes."""
-        self.refresh()
-        report = VerifyReport()
-        records = self.records(kind=None)
-        for i, record in enumerate(records):
-            report.checked += 1
-            problem = self._check(record)
-            if problem:
-                report.problems.append(problem)
-            if progress is not None:
-                progress(i + 1, len(records))
-        report.uncommitted = self.backend.children("staging")
-        report.unindexed = sorted(set(self.backend.children("episodes")) - set(self.index.episodes))
-        return report
-
-    def _check(self, record: EpisodeRecord) -> str | None:
-        episode_id = record.episode_id
-        try:
-            group = self._group(episode_id)
-            attrs = group.attrs["ript_episode"]
-            if meta_from_dict(attrs).context.context_id != record.meta.context.context_id:
-                return f"episode {episode_id}: attributes disagree with the index"
-            names = _array_names(group)
-            frames = group["frame_steps"].shape[0] if "frame_steps" in names else record.meta.num_steps
-            for name in names:
-                array = group[name]
-                expected = record.meta.num_steps
-                if name.startswith("chunk_"):
-                    expected = len(attrs["chunk_starts"])
-                elif name.startswith("images/") or name == "frame_steps":
-                    expected = frames
-                if array.shape[0] != expected:
-                    return f"episode {episode_id}: '{name}' has {array.shape[0]} rows, expected {expected}"
-                _read(group, name)
-        except EpisodeCorrupt as exc:
-            return str(exc)
-        except Exception as exc:
-            return f"episode {episode_id}: {type(exc).__name__}: {exc}"
-        return None
+    def verify(self, progress: Callable[[int, int], None] | None = None, workers: int = 8) -> VerifyReport:
+        """Check every committed episode (`ript_robot.data.verify`); progress(done, total) after each."""
+        return verify_store(self, progress, workers)
 
     def info(self) -> dict[str, Any]:
         """Counts for `ript store info`: episodes, contexts, labels, success per policy version."""
@@ -390,36 +385,3 @@ class EpisodeStore:
                 v: {"episodes": len(rs), "success": float(np.mean(rs))} for v, rs in sorted(per_version.items())
             },
         }
-
-
-def _array_names(group: zarr.Group) -> list[str]:
-    """Every array of an episode group: the per-step ones, one per camera, and the chunks' if any."""
-    names = list(STEP_ARRAYS)
-    if "images" in group:
-        names += [f"images/{cam}" for cam in sorted(group["images"].array_keys())]
-        if "frame_steps" in group:
-            names.append("frame_steps")
-    if "chunk_actions" in group:
-        names += ["chunk_actions", "chunk_log_prob"]
-    if "capture_stamps" in group:
-        names.append("capture_stamps")
-    return names
-
-
-def _read(group: zarr.Group, name: str) -> np.ndarray:
-    """Read a whole array; on failure, find and name the damaged chunk."""
-    array = group[name]
-    assert isinstance(array, zarr.Array)
-    try:
-        return np.asarray(array[...])
-    except Exception as exc:
-        rows = array.chunks[0]
-        for begin in range(0, array.shape[0], rows):
-            try:
-                array[begin : begin + rows]
-            except Exception as chunk_exc:
-                raise EpisodeCorrupt(
-                    f"episode {group.path.rsplit('/', 1)[-1]}: '{name}' chunk {begin // rows} "
-                    f"(rows {begin}-{min(begin + rows, array.shape[0]) - 1}) is damaged: {chunk_exc}"
-                ) from chunk_exc
-        raise EpisodeCorrupt(f"episode {group.path}: '{name}' cannot be read: {exc}") from exc

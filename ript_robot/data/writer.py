@@ -26,7 +26,9 @@ Layout of one episode group, readable with a plain `zarr.open_group`:
                      ahead while the previous chunk plays), `safety_clipped_steps` (the
                      filter changed the command), `safety_limited_steps` (and not only by the
                      policy's own action bounds: PPO does not credit them)
-Every chunk of every array carries a CRC32C checksum, so corruption is detected on read.
+    ript_manifest    every object of the folder (but the group's zarr.json) with its size and sha256,
+                     recorded as it was written; the index row seals it (`ript_robot.data.integrity`)
+Every chunk of every array also carries a CRC32C checksum.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ript_robot.data.index import episode_row, meta_to_dict
+from ript_robot.data.integrity import MANIFEST_ATTR, RecordingStore, seal
 from ript_robot.types import ActionChunk, EpisodeMeta, Observation, StepRecord
 
 if TYPE_CHECKING:
@@ -95,6 +98,7 @@ class EpisodeWriter:
                 f"need chunk_frames >= 1 and flush_frames a multiple of it, got {chunk_frames} and {flush_frames}"
             )
         self.store = store
+        self._zarr = RecordingStore(store.backend.zarr)  # what each staged episode's objects hold
         self.chunk_frames = chunk_frames
         self.flush_frames = flush_frames
         # bit-shuffling uint8 images lets lz4 find the runs in sensor noise's high bits (1.0 -> 1.17 on noisy frames)
@@ -168,6 +172,7 @@ class EpisodeWriter:
             except Exception as exc:  # one bad episode must not stop the writer
                 episode_id = item[1].episode_id if item[0] in ("begin", "end") else item[1]
                 self._open.pop(episode_id, None)
+                self._zarr.take(_staging(episode_id) + "/")
                 message = f"episode {episode_id} was not stored: {type(exc).__name__}: {exc}"
                 log.error(message)
                 self.failures.append(message)
@@ -229,7 +234,7 @@ class EpisodeWriter:
         if staged.received == staged.written and not staged.frame_steps:
             return
         if staged.group is None:
-            staged.group = zarr.open_group(self.store.backend.zarr, path=_staging(staged.meta.episode_id), mode="w")
+            staged.group = zarr.open_group(self._zarr, path=_staging(staged.meta.episode_id), mode="w")
         blocks = {f"images/{cam}": np.stack(frames) for cam, frames in staged.images.items() if frames}
         if staged.frame_steps:
             blocks["frame_steps"] = np.asarray(staged.frame_steps, np.int32)
@@ -276,9 +281,11 @@ class EpisodeWriter:
             attrs["capture_stamp_inputs"] = staged.stamp_inputs
         attrs["safety_clipped_steps"] = staged.clipped
         attrs["safety_limited_steps"] = staged.limited
-        staged.group.attrs.update({"ript_episode": attrs})
+        folder = _staging(meta.episode_id) + "/"
+        manifest = self._zarr.take(folder)
+        staged.group.attrs.update({"ript_episode": attrs, MANIFEST_ATTR: manifest})
         self.store.backend.promote(_staging(meta.episode_id), f"episodes/{meta.episode_id}")
-        self.store.index_writer.append(episode_row(meta, time.time()))
+        self.store.index_writer.append(episode_row(meta, time.time(), seal(attrs, manifest)))
         self.committed.append(meta.episode_id)
 
 

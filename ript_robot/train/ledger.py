@@ -11,7 +11,8 @@ and imports stay in the store for people and SFT and never enter a group. A grou
 - USED once an update judged it (its episodes are in a manifest), and
 - EXPIRED when its version fell out of the staleness window unused.
 
-A rollout the operator discarded, or one that cannot fill its slot, leaves a hole that a
+A rollout the operator discarded, one that cannot fill its slot, or one whose stored objects failed
+their integrity check (damaged: never trained on) leaves a hole that a
 replacement slot (same group, current version) fills; a group that then mixes policy
 versions is the one documented fallback to same-version groups, counted as `mixed`.
 """
@@ -84,9 +85,11 @@ class Ledger:
         used: set[str],
         k: int,
         now: float,
+        damaged: set[str] = frozenset(),
     ):
-        """used: ids of episodes an update (or this iteration) already judged; k: rollouts per group."""
-        self.k, self.now = k, now
+        """used: ids of episodes an update (or this iteration) already judged; k: rollouts per group;
+        damaged: ids of episodes found damaged (holes, like discarded ones)."""
+        self.k, self.now, self.damaged = k, now, damaged
         self.groups: dict[str, LedgerGroup] = {}
         for version in range(max(0, current - staleness), current + 1):
             for slot in schedule.slots(version):
@@ -115,7 +118,7 @@ class Ledger:
                 group.state = GroupState.USED
             if not fills(record, slot):
                 self.unfit.append(record)
-            elif not (record.discarded and record.newest.settled(self.now)):
+            elif record.episode_id not in self.damaged and not (record.discarded and record.newest.settled(self.now)):
                 label = record.settled_label(self.now)
                 if label is None:
                     group.unlabeled += 1

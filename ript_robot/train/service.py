@@ -39,7 +39,7 @@ from ript_robot.data.checkpoints import (
     save_optimizer,
 )
 from ript_robot.data.schedule import Schedule
-from ript_robot.data.store import EpisodeStore
+from ript_robot.data.store import EpisodeCorrupt, EpisodeStore
 from ript_robot.data.usage import TrainingUse
 from ript_robot.policies.base import Policy
 from ript_robot.rl.distributed import (
@@ -52,11 +52,11 @@ from ript_robot.rl.distributed import (
     shard,
 )
 from ript_robot.rl.ppo import build_batch, ppo_update
-from ript_robot.rl.sampling import ContextPool, Group, SamplingStats
+from ript_robot.rl.sampling import ContextPool, Group, SamplingStats, is_informative
 from ript_robot.runtime.timing import WallClock
 from ript_robot.train.ledger import GroupState, Ledger, LedgerGroup
 from ript_robot.train.logging import MetricsLogger
-from ript_robot.types import Context
+from ript_robot.types import Context, Episode
 
 REJECTED_PREFIX = "trainer/rejected"
 
@@ -87,6 +87,8 @@ class StoreTrainer:
         self.policy: Policy | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.consumed: set[str] = set()
+        self.damaged: dict[str, str] = {}  # episodes that failed their integrity check -> why (never trained on)
+        self._read: dict[str, Episode] = {}  # members of the groups accepted this iteration, read and verified
         self.use = TrainingUse(store.backend)
         self.reported: set[str] = set()  # corrections already printed
         self.abort_reason: str | None = None  # set from another thread (e.g. its actor died): stop waiting
@@ -195,7 +197,22 @@ class StoreTrainer:
             self.consumed | judged,
             self.ript.rollouts_per_context,
             self.clock.time(),
+            set(self.damaged),
         )
+
+    def _intact(self, group: LedgerGroup) -> bool:
+        """Read and verify the members of a group the update would use; a damaged one is logged, becomes a
+        hole of its group (scheduled again) and is never trained on. A uniform group is dropped unread."""
+        if self.ript.dynamic_sampling and not is_informative(group.rewards):
+            return True
+        for record in group.members:
+            try:
+                self._read[record.episode_id] = self.store.read_episode(record.episode_id)
+            except EpisodeCorrupt as exc:
+                self.damaged[record.episode_id] = str(exc)
+                tqdm.write(f"not training on a damaged episode, its slot is scheduled again: {exc}")
+                return False
+        return True
 
     def iteration(self, bar: tqdm | None = None) -> dict[str, Any]:
         """Collect informative groups for the current version, then update and publish.
@@ -220,6 +237,8 @@ class StoreTrainer:
                 raise RuntimeError(f"training stopped while waiting for rollouts of v{v}: {self.abort_reason}")
             ledger = self.ledger(judged)
             for group in ledger.in_state(GroupState.READY):
+                if not self._intact(group):
+                    continue
                 group.judged_at = ledger.now
                 judged.update(r.episode_id for r in group.members)
                 (accepted if stats.judge(group.rewards, cfg.dynamic_sampling) else rejected).append(group)
@@ -289,16 +308,16 @@ class StoreTrainer:
             "mixed_version_groups": sum(g.mixed for g in accepted + rejected),  # the replacement fallback
             "unfit_rollouts": len(ledger.unfit),  # named a slot they could not fill (e.g. deterministic)
             "corrections_after_training": len(corrections),
+            "damaged_episodes": len(self.damaged),  # failed their integrity check so far: replaced, never trained on
         }
         start = time.monotonic()
         groups = []
         for g in accepted:
-            episodes = self.store.read_episodes(r.episode_id for r in g.members)
-            judged_as = dict(zip((r.episode_id for r in g.members), g.labels, strict=True))
-            for episode in episodes:  # learn from the labels the group was judged on, not a newer, unsettled one
-                episode.meta.label = judged_as[episode.meta.episode_id]
-            if len(episodes) == len(g.members):  # a damaged episode drops its group (with a warning)
-                groups.append(Group(g.context, episodes))
+            episodes = [self._read.pop(r.episode_id) for r in g.members]  # read and verified when judged
+            for episode, label in zip(episodes, g.labels, strict=True):
+                episode.meta.label = label  # learn from the labels the group was judged on, not a newer, unsettled one
+            groups.append(Group(g.context, episodes))
+        self._read.clear()
         batch = build_batch(self.policy, groups) if groups else None
         if batch is not None:  # data-parallel ranks update alongside on the same groups (a no-op alone)
             broadcast([[e.meta.episode_id for e in g.episodes] for g in groups])

@@ -147,7 +147,7 @@ def test_a_corrupted_chunk_is_named_by_verify_and_skipped_by_the_reader(tmp_path
     chunk.write_bytes(bytes(data))
     report = EpisodeStore(tmp_path).verify()
     assert not report.ok and len(report.problems) == 1
-    assert bad.meta.episode_id in report.problems[0] and "'images/top' chunk 1" in report.problems[0]
+    assert bad.meta.episode_id in report.problems[0] and "object 'images/top/c/1/0/0/0'" in report.problems[0]
     with pytest.warns(UserWarning, match=bad.meta.episode_id):
         episodes = store.read_episodes([good.meta.episode_id, bad.meta.episode_id])
     assert [e.meta.episode_id for e in episodes] == [good.meta.episode_id]

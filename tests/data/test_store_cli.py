@@ -58,7 +58,7 @@ def test_verify_exits_nonzero_and_names_a_damaged_episode(
     chunk.write_bytes(chunk.read_bytes()[:-3] + b"abc")
     assert ript(["store", "verify", "--store", store.uri]) == 1
     out = capsys.readouterr().out
-    assert f"DAMAGED  episode {victim}: 'state' chunk 0" in out and "1 damaged" in out
+    assert f"DAMAGED  episode {victim}: object 'state/c/0/0' does not match" in out and "1 damaged" in out
 
 
 def test_export_writes_a_video_of_the_episode(tmp_path: Path) -> None:
