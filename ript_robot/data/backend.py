@@ -89,7 +89,7 @@ class Backend:
             return None
         try:
             return json.loads(data)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not UTF-8, or not JSON
             raise StoreError(f"{self.uri}/{path} is not valid JSON ({exc}); the object is damaged") from exc
 
     def list(self, prefix: str) -> Iterator[dict[str, Any]]:

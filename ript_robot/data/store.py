@@ -185,7 +185,10 @@ class EpisodeStore:
         except StoreError as exc:
             raise EpisodeCorrupt(f"episode {episode_id}: object '{GROUP_METADATA}' is damaged: {exc}") from exc
         if raw is None:
-            raise EpisodeCorrupt(f"episode {episode_id} is in the index but its group ({folder}) is missing")
+            raise EpisodeCorrupt(
+                f"episode {episode_id}: object '{GROUP_METADATA}' is missing (the index has the episode, "
+                f"{folder} has no group)"
+            )
         attributes = raw.get("attributes") if isinstance(raw, dict) else None
         if not isinstance(attributes, dict) or not isinstance(attributes.get("ript_episode"), dict):
             raise EpisodeCorrupt(f"episode {episode_id}: object '{GROUP_METADATA}' lost the episode's attributes")

@@ -17,7 +17,7 @@ from synthetic import synthetic_episode
 from ript_robot.data import EpisodeStore
 from ript_robot.data.checkpoints import latest_version
 from ript_robot.data.schedule import Schedule
-from ript_robot.types import Context
+from ript_robot.types import Context, Label
 
 CHUNK = 4  # the tiny policy's chunk size (tests/conftest.py), images of its 32x32 size
 
@@ -34,9 +34,15 @@ def success_rate(context_id: str) -> float:
 class FakeFleet(threading.Thread):
     """Runs until the schedule is done or `stop()`."""
 
-    def __init__(self, uri: str, rate: Callable[[str], float] = success_rate):
+    def __init__(
+        self,
+        uri: str,
+        rate: Callable[[str], float] = success_rate,
+        damage: Callable[[EpisodeStore, str], None] | None = None,
+    ):
+        """damage: called on each committed rollout before its label is given (a store fault between the two)."""
         super().__init__(daemon=True)
-        self.uri, self.rate = uri, rate
+        self.uri, self.rate, self.damage = uri, rate, damage
         self.rng = np.random.default_rng(0)
         self.episodes = 0
         self._stop_event = threading.Event()
@@ -52,6 +58,7 @@ class FakeFleet(threading.Thread):
             while not schedule.finished() and not self._stop_event.is_set():
                 version = latest_version(store.backend)
                 slots = [] if version is None else schedule.claim(version, "fake", 16)
+                labels = []
                 for slot in slots:
                     success = bool(self.rng.random() < self.rate(slot.context.context_id))
                     seed = int(self.rng.integers(1 << 30))
@@ -65,8 +72,14 @@ class FakeFleet(threading.Thread):
                     )
                     episode.meta.context = slot.context
                     episode.meta.slot_id, episode.meta.sampling = slot.slot_id, "sampled"
+                    if self.damage is not None:  # commit unlabeled, damage, then label: the trainer waits for it
+                        labels.append((episode.meta.episode_id, episode.meta.label))
+                        episode.meta.label = None
                     store.write_episode(episode, writer)
                     self.episodes += 1
                 writer.flush()
+                for episode_id, label in labels:
+                    self.damage(store.refresh(), episode_id)
+                    store.add_label(episode_id, Label(label.success, "sim"))
                 if not slots:
                     time.sleep(0.05)

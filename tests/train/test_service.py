@@ -97,3 +97,40 @@ def test_a_trainer_killed_mid_update_resumes_from_the_store(tmp_path: Path) -> N
     v1, v2 = manifests(store)[1:]
     assert set(in_flight) <= set(v1["trained_on"]), "the restarted trainer lost episodes of the killed update"
     assert not (set(v1["trained_on"]) | set(v1["rejected"])) & (set(v2["trained_on"]) | set(v2["rejected"]))
+
+
+def test_damaged_rollouts_are_never_trained_on_and_their_slots_run_again(tmp_path: Path) -> None:
+    damaged: dict[str, str] = {}
+    faults = [  # what object stores do to a chunk: lose it, cut it short, flip a bit, gain a stray one
+        lambda path: path.unlink(),
+        lambda path: path.write_bytes(path.read_bytes()[:-5]),
+        lambda path: path.write_bytes(bytes([path.read_bytes()[0] ^ 4]) + path.read_bytes()[1:]),
+        lambda path: path.with_name("9").write_bytes(b"stray"),
+    ]
+    count = iter(range(10**6))
+
+    def damage(store: EpisodeStore, episode_id: str) -> None:
+        n = next(count)
+        if n % 5 == 0 and store.index.episodes[episode_id].meta.context.context_id[-2:] not in ("/0", "/1"):
+            chunk = tmp_path / "episodes" / episode_id / ("state", "actions", "images/top", "timestamps")[n % 4]
+            faults[n % 4](next(p for p in sorted(chunk.rglob("*")) if p.is_file() and p.name != "zarr.json"))
+            damaged[episode_id] = store.index.episodes[episode_id].meta.slot_id or ""
+
+    store = EpisodeStore(tmp_path)
+    fleet = FakeFleet(str(tmp_path), damage=damage)
+    fleet.start()
+    trainer = StoreTrainer(store, contexts(8), ript_config(), trainer_config())
+    trainer.start(tiny_policy())
+    history = trainer.run(2, progress=False)
+    fleet.join(timeout=30)
+    trained = {i for m in manifests(store) for i in m["trained_on"]}
+    assert damaged and not trained & set(damaged), "a damaged episode reached an update"
+    assert set(trainer.damaged) <= set(damaged) and trainer.damaged  # found by reading, each with its reason
+    assert all(episode_id in reason for episode_id, reason in trainer.damaged.items())
+    schedule = Schedule(store.backend)
+    replaced = {s.replaces for v in range(3) for s in schedule.slots(v) if s.replaces}
+    assert {damaged[i] for i in trainer.damaged} & replaced  # slots damaged rollouts held were scheduled again
+    assert all(h["updated"] and h["groups_accepted"] >= 3 for h in history)  # and each update still got its groups
+    assert history[-1]["damaged_episodes"] == len(trainer.damaged)
+    report = store.verify()
+    assert {p.split()[1].rstrip(":") for p in report.problems} == set(damaged)
