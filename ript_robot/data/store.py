@@ -211,7 +211,7 @@ class EpisodeStore:
         folder = f"episodes/{episode_id}"
         store = self.backend.zarr
         if manifest is not None:
-            if listing and (problems := listing_problems(episode_id, self._listed(episode_id), manifest)):
+            if listing and (problems := listing_problems(episode_id, self.listed(episode_id), manifest)):
                 raise EpisodeCorrupt("; ".join(problems))
             store = VerifyingStore(self.backend.zarr, episode_id, folder, manifest)
         try:
@@ -221,7 +221,7 @@ class EpisodeStore:
         except Exception as exc:
             raise EpisodeCorrupt(f"episode {episode_id}: its group cannot be opened: {exc}") from exc
 
-    def _listed(self, episode_id: str) -> dict[str, int]:
+    def listed(self, episode_id: str) -> dict[str, int]:
         """The objects in an episode's folder: {key relative to the folder: size}."""
         folder = f"episodes/{episode_id}/"
         return {m["path"][len(folder) :]: m["size"] for m in self.backend.list(folder)}

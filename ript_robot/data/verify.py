@@ -71,6 +71,17 @@ def verify_store(
     return report
 
 
+def check_episode(store: EpisodeStore, episode_id: str) -> str | None:
+    """Check one committed episode as `verify_store` does (listing its folder alone); None when it is intact.
+    An episode from before manifests is checked as far as it can be."""
+    record = store.index.episodes[episode_id]
+    listed = store.listed(episode_id)
+    if record.seal is None:
+        return _check_unsealed(store, record, listed)[0]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return _check_sealed(store, record, listed, pool)
+
+
 def _check_sealed(
     store: EpisodeStore, record: EpisodeRecord, listed: dict[str, int], pool: ThreadPoolExecutor
 ) -> str | None:

@@ -8,59 +8,18 @@ object, read_episode must refuse it, and the untouched episode must stay clean.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
-import obstore
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import synthetic_episode
 
 from ript_robot.data import EpisodeCorrupt, EpisodeStore
-from ript_robot.data.backend import Backend
+from ript_robot.data.faults import KINDS, STRAY_NAMES, Damage, restore, snapshot
 from ript_robot.data.index import INDEX_PREFIX
 from ript_robot.data.integrity import GROUP_METADATA, MANIFEST_ATTR
 from ript_robot.types import Episode
-
-KINDS = ("delete", "truncate", "extend", "flip", "replace", "swap", "add")
-
-
-@dataclass(frozen=True)
-class Damage:
-    """One change to an episode's objects: `names` are the objects it touches (relative to the folder)."""
-
-    kind: str
-    names: tuple[str, ...]
-    position: float = 0.0  # where in the object (fraction of its length)
-    bit: int = 0
-    data: bytes = b""
-
-    def apply(self, backend: Backend, folder: str, originals: dict[str, bytes]) -> None:
-        path = folder + self.names[0]
-        old = originals.get(self.names[0], b"")
-        at = min(int(self.position * len(old)), max(len(old) - 1, 0))
-        if self.kind == "delete":
-            obstore.delete(backend.objects, path)
-        elif self.kind == "truncate":
-            backend.put(path, old[:at])
-        elif self.kind == "extend":
-            backend.put(path, old + (self.data or b"\0"))
-        elif self.kind == "flip":
-            backend.put(path, old[:at] + bytes([old[at] ^ (1 << self.bit)]) + old[at + 1 :])
-        elif self.kind in ("replace", "add"):
-            backend.put(path, self.data)
-        elif self.kind == "swap":
-            backend.put(path, originals[self.names[1]])
-            backend.put(folder + self.names[1], old)
-
-    def changes(self, originals: dict[str, bytes]) -> bool:
-        """Whether the bytes differ afterwards (swapping equal objects or rewriting the same bytes does not)."""
-        if self.kind == "swap":
-            return originals[self.names[0]] != originals[self.names[1]]
-        if self.kind == "replace":
-            return originals[self.names[0]] != self.data
-        return True
 
 
 @st.composite
@@ -69,26 +28,12 @@ def damages(draw: st.DrawFn, originals: dict[str, bytes]) -> Damage:
     kind = draw(st.sampled_from(KINDS))
     data = draw(st.binary(min_size=1, max_size=64))
     if kind == "add":
-        name = draw(st.sampled_from(["state/c/7/0", "images/top/c/9/0/0/0", "notes.txt", "extra/zarr.json"]))
-        return Damage(kind, (name,), data=data)
+        return Damage(kind, (draw(st.sampled_from(STRAY_NAMES)),), data=data)
     if kind == "swap":
         pair = draw(st.lists(st.sampled_from(names), min_size=2, max_size=2, unique=True))
         return Damage(kind, tuple(pair))
     name = draw(st.sampled_from(names))
-    if kind in ("truncate", "extend", "delete", "replace"):
-        return Damage(kind, (name,), draw(st.floats(0.0, 1.0)), data=data)
-    return Damage(kind, (name,), draw(st.floats(0.0, 1.0)), draw(st.integers(0, 7)))
-
-
-def snapshot(backend: Backend, folder: str) -> dict[str, bytes]:
-    return {m["path"][len(folder) :]: backend.get(m["path"]) for m in backend.list(folder)}
-
-
-def restore(backend: Backend, folder: str, originals: dict[str, bytes]) -> None:
-    for name in set(snapshot(backend, folder)) - set(originals):
-        obstore.delete(backend.objects, folder + name)
-    for name, data in originals.items():
-        backend.put(folder + name, data)
+    return Damage(kind, (name,), draw(st.floats(0.0, 1.0)), draw(st.integers(0, 7)), data)
 
 
 def two_episodes(uri: str) -> tuple[EpisodeStore, str, str]:
