@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from synthetic import subprocess_env
 
 from ript_robot.data import EpisodeStore
@@ -83,3 +84,14 @@ def test_robots_and_a_trainer_creating_one_new_store_at_once_all_open_it(tmp_pat
         t.join()
     assert errors == []
     assert EpisodeStore(uri, create=False).verify().ok
+
+
+def test_writers_trainers_and_actors_killed_at_random_points_lose_nothing_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from kill_drill import kill_trials
+
+    result = kill_trials({"writer": 3, "trainer": 1, "actor": 1}, tmp_path, seed=1)
+    assert result["kills"] == 5 and result["episodes_committed_in_kill_trials"] > 0
+    assert result["committed_lost"] == 0 and result["committed_partial"] == 0, result["kill_problems"]
