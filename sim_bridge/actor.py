@@ -96,6 +96,8 @@ def run_actor(
                         f"runtime.execute_steps ({cfg.runtime.execute_steps}) exceeds the chunk size "
                         f"({follower.policy.chunk_size}) of published policy v{follower.version}"
                     )
+            if follower.last_error:  # a damaged publication: keep running the current policy (or wait for one)
+                bar.set_postfix_str(f"keeping v{follower.version}: {follower.last_error}"[:200])
             if follower.policy is None:
                 time.sleep(cfg.actor.poll_s)
                 continue

@@ -13,7 +13,9 @@ from a store can run code. The trainer's optimizer state is kept beside them, un
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,22 +26,51 @@ from ript_robot.data.backend import Backend
 from ript_robot.policies import CheckpointError, Policy, build_policy
 
 LATEST = "policies/latest.json"
+log = logging.getLogger(__name__)
 
 
 def _folder(version: int) -> str:
     return f"policies/v{version:06d}"
 
 
+def _read_json(backend: Backend, path: str, what: str) -> Any:
+    """A publication's JSON object (None when absent); any failure to read or parse it is a CheckpointError."""
+    try:
+        return backend.get_json(path)
+    except Exception as exc:  # StoreError for damaged JSON, the backend's own errors for I/O
+        raise CheckpointError(f"{what} ({backend.uri}/{path}) cannot be read: {exc}") from exc
+
+
 def latest_version(backend: Backend) -> int | None:
     """The newest published policy version, None before the first."""
-    pointer = backend.get_json(LATEST)
-    return None if pointer is None else int(pointer["version"])
+    pointer = _read_json(backend, LATEST, "the latest-policy pointer")
+    if pointer is None:
+        return None
+    version = pointer.get("version") if isinstance(pointer, dict) else None
+    if type(version) is not int or version < 0:
+        raise CheckpointError(
+            f"the latest-policy pointer ({backend.uri}/{LATEST}) names no version (it holds {str(pointer)[:60]!r}); "
+            "the trainer rewrites it when it next publishes"
+        )
+    return version
+
+
+MANIFEST_FIELDS = {"version": int, "family": str, "config": dict, "sha256": str}
 
 
 def read_manifest(backend: Backend, version: int) -> dict[str, Any]:
-    manifest = backend.get_json(f"{_folder(version)}/manifest.json")
+    """A published version's manifest, checked to hold what loading it needs."""
+    path = f"{_folder(version)}/manifest.json"
+    what = f"policy v{version}'s manifest"
+    manifest = _read_json(backend, path, what)
     if manifest is None:
-        raise CheckpointError(f"{backend.uri} has no policy version {version}")
+        raise CheckpointError(f"{backend.uri} has no policy v{version}: {what} ({backend.uri}/{path}) is missing")
+    if not isinstance(manifest, dict):
+        manifest = {}
+    wrong = [k for k, kind in MANIFEST_FIELDS.items() if type(manifest.get(k)) is not kind]
+    if wrong or manifest["version"] != version:
+        problem = f"{', '.join(wrong)} missing or mistyped" if wrong else f"it names version {manifest['version']}"
+        raise CheckpointError(f"{what} ({backend.uri}/{path}) is damaged: {problem}")
     return manifest
 
 
@@ -80,15 +111,20 @@ def load_published(backend: Backend, version: int | None = None, reuse: Policy |
     """Load a published policy (the latest by default) after checking its sha256.
 
     reuse: a policy of the same family and config is given the new weights in place instead of
-    being rebuilt (an oft policy would otherwise load its whole backbone again for every version).
-    """
+    being rebuilt (an oft policy would otherwise load its whole backbone again for every version);
+    its weights change only once the new ones have been read, hashed, parsed and checked.
+    Any failure is a CheckpointError naming the version and the file."""
     if version is None:
         version = latest_version(backend)
         if version is None:
             raise CheckpointError(f"{backend.uri} has no published policy yet: start `ript train` first")
     manifest = read_manifest(backend, version)
-    source = f"{backend.uri}/{_folder(version)}/model.safetensors"
-    data = backend.get(f"{_folder(version)}/model.safetensors")
+    path = f"{_folder(version)}/model.safetensors"
+    source = f"policy v{version} ({backend.uri}/{path})"
+    try:
+        data = backend.get(path)
+    except Exception as exc:
+        raise CheckpointError(f"{source} cannot be read: {exc}") from exc
     if data is None:
         raise CheckpointError(f"{source} is missing")
     digest = hashlib.sha256(data).hexdigest()
@@ -97,31 +133,63 @@ def load_published(backend: Backend, version: int | None = None, reuse: Policy |
             f"{source} has sha256 {digest[:12]}..., its manifest says {manifest['sha256'][:12]}...: "
             "the weights are damaged or were replaced; not loading them"
         )
+    try:
+        tensors = load_safetensors(data)
+    except Exception as exc:  # the hash matched a manifest written for bytes that are not safetensors
+        raise CheckpointError(f"{source} is not a safetensors file: {exc}") from exc
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{source} holds non-finite weights ({', '.join(sorted(bad)[:3])}); not loading them")
     same = reuse is not None and reuse.family == manifest["family"] and reuse.config_dict() == manifest["config"]
-    policy = reuse if same else build_policy(manifest, source)
-    policy.load_tensors(load_safetensors(data), source)
-    policy.version = int(manifest["version"])
+    if same:
+        policy = reuse
+    else:
+        try:
+            policy = build_policy(manifest, source)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # a config the family cannot build
+            raise CheckpointError(f"{source}: its manifest's config cannot be built: {exc}") from exc
+    policy.load_tensors(tensors, source)  # checks names and shapes before it changes a weight
+    policy.version = version
     return policy
 
 
 class PolicyFollower:
-    """The actor's view of the published policy; it changes only when `update()` is called."""
+    """The actor's view of the published policy; it changes only when `update()` is called.
 
-    def __init__(self, backend: Backend):
+    A publication that cannot be loaded never stops an actor: `update()` keeps the current policy,
+    says why in `last_error` (logged once per failure) and tries that version again only after
+    `retry_s` seconds, while a newer version is tried at once."""
+
+    def __init__(self, backend: Backend, retry_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.backend = backend
         self.policy: Policy | None = None
+        self.last_error: str | None = None
+        self.retry_s, self.clock = retry_s, clock
+        self._failed: tuple[int | None, float] | None = None  # (version, when) of the last failure
 
     @property
     def version(self) -> int | None:
         return None if self.policy is None else self.policy.version
 
     def update(self) -> bool:
-        """Load the latest published policy if it is newer; call it only between episodes (the weights of a
-        policy of the same config are replaced in place)."""
-        latest = latest_version(self.backend)
-        if latest is None or latest == self.version:
+        """Load the latest published policy if it is newer; True when the policy changed. Call it only
+        between episodes (the weights of a policy of the same config are replaced in place)."""
+        latest = None
+        try:
+            latest = latest_version(self.backend)
+            if latest is None or latest == self.version:
+                return False
+            if self._failed is not None and self._failed[0] == latest and self.clock() - self._failed[1] < self.retry_s:
+                return False
+            self.policy = load_published(self.backend, latest, reuse=self.policy)
+        except CheckpointError as exc:
+            if str(exc) != self.last_error:
+                log.warning("keeping policy v%s: %s", self.version, exc)
+            self.last_error, self._failed = str(exc), (latest, self.clock())
             return False
-        self.policy = load_published(self.backend, latest, reuse=self.policy)
+        self.last_error, self._failed = None, None
         return True
 
 

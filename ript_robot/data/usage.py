@@ -10,11 +10,15 @@ version used the old label: a correction is kept and reported, never silently dr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ript_robot.data.backend import Backend
 from ript_robot.data.checkpoints import latest_version, published_versions, read_manifest
 from ript_robot.data.index import EpisodeRecord
+from ript_robot.policies import CheckpointError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,26 @@ class TrainingUse:
         self.backend = backend
         self.uses: dict[str, Use] = {}
         self._read: set[int] = set()
+        self.damaged: dict[int, str] = {}  # versions whose manifest cannot be read (tried again on each refresh)
 
     def refresh(self) -> TrainingUse:
-        latest = latest_version(self.backend)  # the commit point: a version above it may lack its manifest yet
+        """Read the manifests published since the last call; a damaged one is logged and skipped, never raised."""
+        try:
+            latest = latest_version(self.backend)  # the commit point: a version above it may lack its manifest yet
+        except CheckpointError as exc:
+            log.warning("training use not refreshed: %s", exc)
+            return self
         for version in published_versions(self.backend):
             if version in self._read or latest is None or version > latest:
                 continue
-            manifest = read_manifest(self.backend, version)
+            try:
+                manifest = read_manifest(self.backend, version)
+            except CheckpointError as exc:
+                if self.damaged.get(version) != str(exc):
+                    log.warning("training use of v%d unknown: %s", version, exc)
+                self.damaged[version] = str(exc)
+                continue
+            self.damaged.pop(version, None)
             labels = manifest.get("labels_used", {})
             for key, trained in (("trained_on", True), ("rejected", False)):
                 for episode_id in manifest.get(key, []):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_policy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from ript_robot.data.backend import Backend
 from ript_robot.data.checkpoints import (
@@ -88,3 +94,82 @@ def test_optimizer_state_survives_a_restart(tmp_path: Path) -> None:
     for index, state in saved.items():
         assert torch.equal(state["exp_avg_sq"], loaded[index]["exp_avg_sq"])
         assert float(state["step"]) == float(loaded[index]["step"]) == 3
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def publication_damage(draw: st.DrawFn, files: dict[str, bytes]) -> dict[str, bytes | None]:
+    """New contents for some of a publication's files (None: deleted)."""
+    name = draw(st.sampled_from(sorted(files)))
+    old = files[name]
+    kind = draw(st.sampled_from(["delete", "truncate", "flip", "random", "json", "field", "tensors"]))
+    at = draw(st.integers(0, len(old) - 1))
+    if kind == "delete":
+        return {name: None}
+    if kind == "truncate":
+        return {name: old[:at]}
+    if kind == "flip":
+        return {name: old[:at] + bytes([old[at] ^ (1 << draw(st.integers(0, 7)))]) + old[at + 1 :]}
+    if kind == "random":
+        return {name: draw(st.binary(max_size=64))}
+    if kind == "json" or (kind == "field" and name.endswith("safetensors")):
+        return {name: json.dumps(draw(JSON)).encode()}
+    if kind == "field":  # one field of the JSON object set to any JSON value
+        value = json.loads(old)
+        value[draw(st.sampled_from(sorted(value)))] = draw(JSON)
+        return {name: json.dumps(value).encode()}
+    # weights that parse but do not fit (renamed, reshaped, non-finite), with a manifest that matches them
+    state = load_safetensors(files["v000001/model.safetensors"])
+    key = draw(st.sampled_from(sorted(state)))
+    change = draw(st.sampled_from(["rename", "reshape", "nan"]))
+    if change == "rename":
+        state[key + ".x"] = state.pop(key)
+    elif change == "reshape":
+        state[key] = torch.zeros(state[key].numel() + 1)
+    else:
+        state[key] = state[key].float().clone().fill_(float("nan"))
+    data = save_safetensors(state)
+    manifest = json.loads(files["v000001/manifest.json"])
+    manifest["sha256"] = hashlib.sha256(data).hexdigest()
+    return {"v000001/model.safetensors": data, "v000001/manifest.json": json.dumps(manifest).encode()}
+
+
+def test_a_damaged_publication_is_a_checkpoint_error_and_the_follower_keeps_its_policy(tmp_path: Path) -> None:
+    backend = Backend(tmp_path)
+    running, newer = tiny_policy(seed=1), tiny_policy(seed=2)
+    publish_policy(backend, running)
+    newer.version = 1
+    publish_policy(backend, newer)
+    root = tmp_path / "policies"
+    names = ["latest.json", "v000001/manifest.json", "v000001/model.safetensors"]
+    files = {name: (root / name).read_bytes() for name in names}
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(damage=publication_damage(files))
+    def check(damage: dict[str, bytes | None]) -> None:
+        follower = PolicyFollower(backend, retry_s=0.0)
+        follower.policy = load_published(backend, 0)
+        for name, data in damage.items():
+            (root / name).unlink() if data is None else (root / name).write_bytes(data)
+        try:
+            try:
+                loaded = load_published(backend, 1)
+                assert same_weights(loaded, newer)  # what loads is exactly what was published
+            except CheckpointError as exc:
+                assert "v1" in str(exc) and str(tmp_path) in str(exc), exc
+            if follower.update():
+                assert follower.version == 1 and same_weights(follower.policy, newer)
+            else:
+                assert follower.version == 0 and same_weights(follower.policy, running)  # kept, whole
+                assert follower.last_error is None or str(tmp_path / "policies") in follower.last_error
+        finally:
+            for name, data in files.items():
+                (root / name).write_bytes(data)
+
+    check()

@@ -31,12 +31,16 @@ def loop_stats(node: PolicyNode) -> dict[str, float]:
 
 
 def diagnostics(node: PolicyNode) -> DiagnosticArray:
-    """One DiagnosticStatus: ERROR for a recent refused input, WARN while holding or missing periods, else OK."""
+    """One DiagnosticStatus: ERROR for a recent refused input, WARN while a newer publication cannot be loaded,
+    while holding or missing periods, else OK."""
     stats = loop_stats(node)
     status = DiagnosticStatus(name=f"ript: {node.get_name()}", hardware_id=node.cfg.robot_id if node.cfg else "")
     error = node.input_error
     if error is not None and time.monotonic() - error[0] < 5.0:
         status.level, status.message = DiagnosticStatus.ERROR, error[1]
+    elif node.arm is not None and node.arm.follower is not None and node.arm.follower.last_error:
+        status.level = DiagnosticStatus.WARN
+        status.message = f"keeping policy v{node.arm.policy_version}: {node.arm.follower.last_error}"
     elif node._stale_since is not None:
         status.level, status.message = DiagnosticStatus.WARN, "holding the arm: stale input"
     elif stats.get("missed_ticks", 0) or stats.get("overruns", 0):

@@ -137,7 +137,8 @@ class ArmSetup:
             self.follower.update()
             if self.follower.policy is None:
                 raise CheckpointError(
-                    f"no policy published in store {cfg.store.uri}: start `ript train --store {cfg.store.uri}` "
+                    self.follower.last_error
+                    or f"no policy published in store {cfg.store.uri}: start `ript train --store {cfg.store.uri}` "
                     "or set the parameter policy to a checkpoint folder"
                 )
             policy = self.follower.policy
