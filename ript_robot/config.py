@@ -343,6 +343,10 @@ class LabelAppConfig(ConfigModel):
     )
     undo_window_s: float = Field(10.0, gt=0.0, description="seconds after a label during which its labeler may undo")
     pairing_code_ttl_s: float = Field(600.0, gt=0.0, description="seconds a pairing code stays valid")
+    pairing_attempts_per_client_per_min: int = Field(
+        5, ge=1, description="pairing attempts a minute from one address (more: 429 with Retry-After)"
+    )
+    pairing_attempts_per_min: int = Field(10, ge=1, description="pairing attempts a minute from all addresses together")
     queue_length: int = Field(20, ge=1, description="unlabeled episodes listed, newest first")
     rollouts_per_context: int = Field(8, ge=1, description="K shown per context when the store has no schedule")
     poll_ms: int = Field(500, ge=100, description="how often the page refreshes its state, milliseconds")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import IMAGE_SIZE, TINY, make_env, tiny_policy
+from synthetic import synthetic_episode
 
 from ript_robot.config import DetectorConfig, QuickstartConfig, SFTConfig
 from ript_robot.data.checkpoints import publish_policy
@@ -83,6 +84,19 @@ def served(tmp_path: Path, sft_policy: ChunkedPolicy) -> Iterator[Served]:
     yield Served(app, server, app.store, robot)
     server.stop()
     robot.close()
+
+
+@pytest.fixture
+def store_served(tmp_path: Path) -> Iterator[Served]:
+    """The app on a store of two unlabeled episodes, no robot behind it, on a free port."""
+    cfg = quickstart_config(str(tmp_path / "store"))
+    store = EpisodeStore(cfg.store.uri, create=True)
+    for seed in range(2):
+        store.write_episode(synthetic_episode(f"workcell/{seed}", steps=2, success=None, seed=seed, image_size=32))
+    app = build_app(cfg.label_app, cfg.store, cfg.detector)
+    server = LabelServer(app, "127.0.0.1", 0).start()
+    yield Served(app, server, app.store, None)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,9 @@ labels corrected after an update used them (and which version), per-context
 progress of the K rollouts, the next context to set up with the first frame of an earlier
 episode of it as the reference image, and start / software-stop buttons that call the
 policy node through a `RobotLink`. Labels go through `LabelDesk` (conflicts refused,
-corrections and undos kept); every request needs a paired session and every write its
-CSRF token (`ript_robot.labeling.auth`).
+corrections and undos kept). `LabelApp` holds that state and logic; `ript_robot.labeling.routes`
+serves it over HTTP, where every request but the page and pairing needs a paired session and
+every write its CSRF token (`ript_robot.labeling.auth`).
 """
 
 from __future__ import annotations
@@ -19,48 +20,24 @@ import io
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
-from pydantic import BaseModel, Field
 
 from ript_robot.config import LabelAppConfig
-from ript_robot.data.backend import StoreError
 from ript_robot.data.checkpoints import latest_version
 from ript_robot.data.index import EpisodeRecord, label_to_dict
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
 from ript_robot.data.usage import TrainingUse
-from ript_robot.labeling.auth import CSRF_HEADER, SESSION_COOKIE, AuthError, Pairing, Session
+from ript_robot.labeling.auth import Pairing, Session
 from ript_robot.labeling.robot import RobotLink
-from ript_robot.success.labels import LabelConflict, LabelDesk, LabelError, LabelState
+from ript_robot.policies import CheckpointError
+from ript_robot.success.labels import LabelDesk, LabelState
 
-STATIC = Path(__file__).parent / "static"
 KEY_FRAMES = 4
 CORRECTIONS_SHOWN = 20  # labels corrected after training, newest first
-
-
-class PairRequest(BaseModel):
-    code: str = Field(max_length=16)
-    name: str = Field(max_length=64)
-
-
-class LabelRequest(BaseModel):
-    success: bool
-    revision: int = Field(ge=0, description="label rows the episode had when the operator looked")
-    suggestion: float | None = Field(None, ge=0.0, le=1.0, description="the detector's probability shown")
-
-
-class UndoRequest(BaseModel):
-    revision: int = Field(ge=0)
-
-
-class StopRequest(BaseModel):
-    engage: bool
 
 
 def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
@@ -74,7 +51,7 @@ def _word(success: bool) -> str:
     return "success" if success else "failure"
 
 
-def _label_json(state: LabelState) -> dict[str, Any]:
+def label_json(state: LabelState) -> dict[str, Any]:
     return {
         "label": None if state.label is None else label_to_dict(state.label),
         "revision": state.revision,
@@ -85,7 +62,7 @@ def _label_json(state: LabelState) -> dict[str, Any]:
 
 
 class LabelApp:
-    """The app's state and logic; `fastapi_app()` wraps it in HTTP routes."""
+    """The app's state and logic; `ript_robot.labeling.routes.fastapi_app` serves it."""
 
     def __init__(
         self,
@@ -100,7 +77,7 @@ class LabelApp:
         self.config = config
         self.robot = robot
         self.detector = detector
-        self.pairing = pairing or Pairing(config.pairing_code_ttl_s)
+        self.pairing = pairing or Pairing.for_app(config)
         self.desk = LabelDesk(store, config.undo_window_s)
         self.use = TrainingUse(store.backend)  # which update used which label: corrections after training
         self.schedule = Schedule(store.backend)
@@ -116,7 +93,7 @@ class LabelApp:
             self.detector.auto_label(rollouts)
         version = status.get("policy_version") if status else None
         if version is None:
-            version = latest_version(self.store.backend)
+            version = _published_version(self.store)
         now = time.time()
         window = self.config.undo_window_s
         self.use.refresh()
@@ -161,7 +138,7 @@ class LabelApp:
             "training": self._training(record),
             "ended_at": m.end_time,
             "suggestion": suggestion,
-            **_label_json(state),
+            **label_json(state),
         }
 
     def _training(self, record: EpisodeRecord) -> str:
@@ -219,6 +196,10 @@ class LabelApp:
         matches = [r for r in self.store.records(kind=None) if r.meta.context.context_id == context_id]
         return matches[-1].episode_id if matches else None
 
+    def known(self, episode_id: str) -> bool:
+        """Whether `episode_id` is committed in the store (its index read again only when not found)."""
+        return episode_id in self.store.index.episodes or episode_id in self.store.refresh().index.episodes
+
     # ---- images --------------------------------------------------------------------------
     def key_frame(self, episode_id: str, index: int) -> bytes | None:
         key = (episode_id, str(index))
@@ -243,112 +224,11 @@ class LabelApp:
         frame = self.robot.frame() if self.robot is not None else None
         return None if frame is None else jpeg(frame, quality=70)
 
-    # ---- HTTP ----------------------------------------------------------------------------
-    def fastapi_app(self) -> FastAPI:
-        """The routes: the page, pairing, state, images, labels and robot commands."""
-        api = FastAPI(title="ript-robot label app", docs_url=None, redoc_url=None, openapi_url=None)
 
-        @api.exception_handler(AuthError)
-        async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-        @api.exception_handler(LabelConflict)
-        async def _conflict(request: Request, exc: LabelConflict) -> JSONResponse:
-            return JSONResponse({"error": str(exc), **_label_json(exc.current)}, status_code=409)
-
-        @api.exception_handler(StoreError)
-        async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
-            status = 409 if isinstance(exc, LabelError) else 404
-            return JSONResponse({"error": str(exc)}, status_code=status)
-
-        def reader(request: Request) -> Session:
-            return self.pairing.session(request.cookies.get(SESSION_COOKIE))
-
-        def writer(request: Request) -> Session:
-            return self.pairing.check_write(
-                request.cookies.get(SESSION_COOKIE),
-                request.headers.get(CSRF_HEADER),
-                request.headers.get("origin"),
-                request.headers.get("host"),
-            )
-
-        def image(data: bytes | None) -> Response:
-            if data is None:
-                return JSONResponse({"error": "no image"}, status_code=404)
-            return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
-
-        @api.get("/")
-        def page() -> FileResponse:
-            return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
-
-        @api.get("/static/{name}")
-        def static(name: str) -> FileResponse:
-            path = STATIC / name
-            if path.parent != STATIC or not path.is_file():
-                return JSONResponse({"error": "not found"}, status_code=404)
-            return FileResponse(path, headers={"Cache-Control": "no-store"})
-
-        @api.post("/api/pair")
-        def pair(body: PairRequest) -> JSONResponse:
-            token, session = self.pairing.pair(body.code, body.name)
-            response = JSONResponse({"name": session.name, "csrf": session.csrf})
-            response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600)
-            return response
-
-        @api.get("/api/session")
-        def session(request: Request) -> dict[str, Any]:
-            s = reader(request)
-            return {"name": s.name, "csrf": s.csrf}
-
-        @api.get("/api/state")
-        def state(request: Request) -> dict[str, Any]:
-            return self.state(reader(request))
-
-        @api.get("/api/live.jpg")
-        def live(request: Request) -> Response:
-            reader(request)
-            return image(self.live_frame())
-
-        @api.get("/api/episodes/{episode_id}/frames/{index}.jpg")
-        def frame(episode_id: str, index: int, request: Request) -> Response:
-            reader(request)
-            return image(self.key_frame(episode_id, index))
-
-        @api.get("/api/contexts/{context_id:path}/reference.jpg")
-        def reference(context_id: str, request: Request) -> Response:
-            reader(request)
-            return image(self.reference_frame(context_id))
-
-        @api.post("/api/episodes/{episode_id}/label")
-        def label(episode_id: str, body: LabelRequest, request: Request) -> dict[str, Any]:
-            s = writer(request)
-            state = self.desk.label(episode_id, body.success, s.name, body.revision, body.suggestion)
-            return {"episode_id": episode_id, **_label_json(state)}
-
-        @api.post("/api/episodes/{episode_id}/undo")
-        def undo(episode_id: str, body: UndoRequest, request: Request) -> dict[str, Any]:
-            s = writer(request)
-            return {"episode_id": episode_id, **_label_json(self.desk.undo(episode_id, s.name, body.revision))}
-
-        @api.post("/api/episodes/{episode_id}/discard")
-        def discard(episode_id: str, body: UndoRequest, request: Request) -> dict[str, Any]:
-            s = writer(request)
-            return {"episode_id": episode_id, **_label_json(self.desk.discard(episode_id, s.name, body.revision))}
-
-        @api.post("/api/robot/start")
-        def start(request: Request) -> JSONResponse:
-            writer(request)
-            return self._robot_reply(lambda robot: robot.start())
-
-        @api.post("/api/robot/software_stop")
-        def software_stop(body: StopRequest, request: Request) -> JSONResponse:
-            writer(request)
-            return self._robot_reply(lambda robot: robot.software_stop(body.engage))
-
-        return api
-
-    def _robot_reply(self, call: Any) -> JSONResponse:
-        if self.robot is None:
-            return JSONResponse({"ok": False, "message": "no robot is connected to this app"}, status_code=409)
-        ok, message = call(self.robot)
-        return JSONResponse({"ok": ok, "message": message}, status_code=200 if ok else 409)
+def _published_version(store: EpisodeStore) -> int | None:
+    """The latest published version, None when there is none or its pointer is damaged (the trainer's
+    problem, reported there: the operator's page keeps working)."""
+    try:
+        return latest_version(store.backend)
+    except CheckpointError:
+        return None

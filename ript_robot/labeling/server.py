@@ -19,6 +19,7 @@ from ript_robot.data.store import EpisodeStore
 from ript_robot.labeling.app import LabelApp
 from ript_robot.labeling.auth import Pairing
 from ript_robot.labeling.robot import RobotLink
+from ript_robot.labeling.routes import fastapi_app
 
 
 def announce_code(config: LabelAppConfig) -> Callable[[str, float], None]:
@@ -46,8 +47,7 @@ def build_app(
         from ript_robot.success.detector import DetectorService, SuccessDetector
 
         service = DetectorService(store, SuccessDetector.load(detector.checkpoint), detector.mode)
-    pairing = Pairing(config.pairing_code_ttl_s, announce=announce_code(config))
-    return LabelApp(store, config, robot, service, pairing)
+    return LabelApp(store, config, robot, service, Pairing.for_app(config, announce_code(config)))
 
 
 class LabelServer:
@@ -55,7 +55,8 @@ class LabelServer:
 
     def __init__(self, app: LabelApp, host: str, port: int):
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app.fastapi_app(), host=host, port=port, log_level="warning"))
+        self.api = fastapi_app(app)  # its `openapi()` is the schema the API fuzzing generates requests from
+        self.server = uvicorn.Server(uvicorn.Config(self.api, host=host, port=port, log_level="warning"))
         self._thread = threading.Thread(target=self.server.run, name="label-app", daemon=True)
 
     @property

@@ -6,9 +6,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthetic import synthetic_episode
 
-from ript_robot.labeling.auth import AuthError, Pairing
+from ript_robot.labeling.auth import SESSION_COOKIE, TRACKED_CLIENTS, AttemptLimit, AuthError, Pairing
 
 
 class Clock:
@@ -42,6 +41,51 @@ def test_a_code_pairs_once_expires_and_is_replaced_after_too_many_wrong_tries() 
     with pytest.raises(AuthError) as missing:
         pairing.session("not-a-token")
     assert missing.value.status == 401
+
+
+def test_pairing_attempts_are_rate_limited_per_client_and_overall_and_malformed_codes_are_no_attempt() -> None:
+    clock = Clock()
+    pairing = Pairing(3600, max_attempts=100, clock=clock, attempts_per_client_per_min=3, attempts_per_min=5)
+    wrong = "999999" if pairing.code != "999999" else "999998"
+    for _ in range(3):
+        with pytest.raises(AuthError, match="wrong code"):
+            pairing.pair(wrong, "t", "10.0.0.1")
+    with pytest.raises(AuthError) as mine:
+        pairing.pair(pairing.code, "t", "10.0.0.1")  # even the right code waits its turn
+    assert mine.value.status == 429 and mine.value.retry_after_s == pytest.approx(20.0)  # 3 a minute: one per 20 s
+    with pytest.raises(AuthError, match="six digits"):
+        pairing.pair("12345x", "t", "10.0.0.2")  # refused before it counts
+    for _ in range(2):
+        with pytest.raises(AuthError, match="wrong code"):
+            pairing.pair(wrong, "t", "10.0.0.2")
+    with pytest.raises(AuthError) as overall:
+        pairing.pair(wrong, "t", "10.0.0.3")  # a new address, but 5 tries this minute already
+    assert overall.value.status == 429 and overall.value.retry_after_s == pytest.approx(12.0)
+    clock.now += 20
+    token, _ = pairing.pair(pairing.code, "tablet-1", "10.0.0.1")
+    assert pairing.session(token).name == "tablet-1"
+
+
+def test_the_rate_limit_forgets_addresses_idle_long_enough_to_be_full_again() -> None:
+    clock = Clock()
+    limit = AttemptLimit(per_client=2, overall=10**6, clock=clock)
+    for i in range(TRACKED_CLIENTS):
+        assert limit.take(f"10.0.{i // 256}.{i % 256}") == 0.0
+    clock.now += 10  # each has 1 of 2 tries left, a third of one more back: remembered
+    assert limit.take("192.168.0.1") == 0.0 and len(limit._clients) == TRACKED_CLIENTS + 1
+    clock.now += 20  # full again: the same as never seen
+    assert limit.take("192.168.0.2") == 0.0 and len(limit._clients) == 2  # the idle ones dropped
+    assert limit.take("192.168.0.1") == 0.0 and limit.take("192.168.0.1") > 0  # the active one was kept
+
+
+def test_over_http_pairing_guesses_get_429_with_retry_after(store_served) -> None:
+    client = httpx.Client(base_url=store_served.url)
+    wrong = "999999" if store_served.app.pairing.code != "999999" else "999998"
+    statuses = [client.post("/api/pair", json={"code": wrong, "name": "t"}).status_code for _ in range(5)]
+    assert statuses == [403] * 5  # the fifth also replaced the code
+    limited = client.post("/api/pair", json={"code": store_served.app.pairing.code, "name": "t"})
+    assert limited.status_code == 429 and "try again in" in limited.json()["error"]
+    assert 1 <= int(limited.headers["Retry-After"]) <= 12
 
 
 def test_over_http_reads_and_writes_need_the_session_its_csrf_token_and_our_origin(served) -> None:
@@ -80,15 +124,21 @@ bodies = st.one_of(
 )
 
 
+@pytest.fixture
+def labeler(store_served) -> tuple[httpx.Client, str]:
+    """A client paired with the served app (in process: pairing over HTTP is rate limited) and its CSRF token."""
+    pairing = store_served.app.pairing
+    token, session = pairing.pair(pairing.code, "fuzz", client="in-process")
+    return httpx.Client(base_url=store_served.url, cookies={SESSION_COOKIE: token}), session.csrf
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_generated_label_requests_either_land_as_one_row_or_change_nothing_and_name_the_episode(served, data) -> None:
-    store = served.store
-    if not store.refresh().records():
-        for seed in range(2):
-            store.write_episode(synthetic_episode(f"workcell/{seed}", steps=2, success=None, seed=seed, image_size=32))
-    client = httpx.Client(base_url=served.url)
-    csrf = client.post("/api/pair", json={"code": served.app.pairing.code, "name": "fuzz"}).json()["csrf"]
+def test_generated_label_requests_either_land_as_one_row_or_change_nothing_and_name_the_episode(
+    store_served, labeler, data
+) -> None:
+    store = store_served.store
+    client, csrf = labeler
     ids = [r.episode_id for r in store.refresh().records()]
     episode_id = data.draw(st.one_of(st.sampled_from(ids), st.text("abcdef0123456789", min_size=1, max_size=32)))
     action = data.draw(st.sampled_from(["label", "discard", "undo"]))
