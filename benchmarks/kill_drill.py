@@ -143,7 +143,7 @@ def kill_trial(role: str, uri: str, rng: np.random.Generator, checked: set[str])
 def kill_trials(counts: dict[str, int], root: Path, seed: int, progress: Any = None) -> dict[str, Any]:
     """Run `counts[role]` kills of each role, each role on a store of its own under `root`."""
     rng = np.random.default_rng(seed)
-    trials = []
+    trials, stores = [], {}
     for role, n in counts.items():
         uri = str(root / f"kill-{role}")
         if role == "actor" and n:
@@ -153,12 +153,13 @@ def kill_trials(counts: dict[str, int], root: Path, seed: int, progress: Any = N
             trials.append(kill_trial(role, uri, rng, checked))
             if progress is not None:
                 progress.update(1)
+        stores[role] = len(checked)
     return {
         "kills": len(trials),
         "kills_per_role": {role: sum(t["role"] == role for t in trials) for role in counts},
         "committed_lost": sum(t["committed_lost"] for t in trials),
         "committed_partial": sum(t["partial_or_damaged"] for t in trials),
-        "episodes_committed_in_kill_trials": sum(t["committed"] for t in trials if t["role"] != "trainer"),
+        "episodes_committed_in_kill_trials": sum(stores.values()),  # in the role's stores after the last kill
         "kill_problems": [p for t in trials for p in t["problems"]][:20],
     }
 
