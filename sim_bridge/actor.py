@@ -96,9 +96,8 @@ def run_actor(
                         f"runtime.execute_steps ({cfg.runtime.execute_steps}) exceeds the chunk size "
                         f"({follower.policy.chunk_size}) of published policy v{follower.version}"
                     )
-            if follower.last_error:  # a damaged publication: keep running the current policy (or wait for one)
-                bar.set_postfix_str(f"keeping v{follower.version}: {follower.last_error}"[:200])
-            if follower.policy is None:
+            if follower.policy is None:  # none published yet, or none that loads (the follower logged why)
+                bar.set_postfix_str((follower.problem or "waiting for the trainer's first policy")[:200])
                 time.sleep(cfg.actor.poll_s)
                 continue
             writer.flush()  # claim only what can be delivered now: no backlog of claimed, unwritten slots
@@ -112,7 +111,8 @@ def run_actor(
             episodes = sim(follower.policy, contexts, sink=sink, slot_ids=ids)
             report.episodes += len(episodes)
             bar.update(len(episodes))
-            bar.set_postfix_str(f"v{follower.version}, {writer.backlog} queued for the store")
+            problem = f"; {follower.problem}" if follower.problem else ""  # a damaged publication: v kept
+            bar.set_postfix_str(f"v{follower.version}, {writer.backlog} queued for the store{problem}"[:200])
     finally:
         writer.close()
         sim.close()

@@ -76,7 +76,9 @@ class SimRobot(RobotLink):
         self._context = slots[0].context if slots else next(self._layouts)
         self._slot_id = slots[0].slot_id if slots else None
         self._frame = self.env.reset(self._context).images["top"]
-        self._set("ready", f"set up context {self._context.context_id}, then call start")
+        error = self.follower.last_error  # a damaged publication: the policy in use stays
+        kept = f" (the newest publication does not load: {error})" if error else ""
+        self._set("ready", f"set up context {self._context.context_id}, then call start{kept}")
 
     def _set(self, state: str, message: str) -> None:
         self._seq += 1

@@ -33,12 +33,18 @@ def _folder(version: int) -> str:
     return f"policies/v{version:06d}"
 
 
+def _why(exc: Exception) -> str:
+    """An exception's message on one line, without the debug dump obstore appends (it goes to /diagnostics)."""
+    text = " ".join(str(exc).split("\n\nDebug source:")[0].split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _read_json(backend: Backend, path: str, what: str) -> Any:
     """A publication's JSON object (None when absent); any failure to read or parse it is a CheckpointError."""
     try:
         return backend.get_json(path)
     except Exception as exc:  # StoreError for damaged JSON, the backend's own errors for I/O
-        raise CheckpointError(f"{what} ({backend.uri}/{path}) cannot be read: {exc}") from exc
+        raise CheckpointError(f"{what} ({backend.uri}/{path}) cannot be read: {_why(exc)}") from exc
 
 
 def latest_version(backend: Backend) -> int | None:
@@ -124,7 +130,7 @@ def load_published(backend: Backend, version: int | None = None, reuse: Policy |
     try:
         data = backend.get(path)
     except Exception as exc:
-        raise CheckpointError(f"{source} cannot be read: {exc}") from exc
+        raise CheckpointError(f"{source} cannot be read: {_why(exc)}") from exc
     if data is None:
         raise CheckpointError(f"{source} is missing")
     digest = hashlib.sha256(data).hexdigest()
@@ -136,7 +142,7 @@ def load_published(backend: Backend, version: int | None = None, reuse: Policy |
     try:
         tensors = load_safetensors(data)
     except Exception as exc:  # the hash matched a manifest written for bytes that are not safetensors
-        raise CheckpointError(f"{source} is not a safetensors file: {exc}") from exc
+        raise CheckpointError(f"{source} is not a safetensors file: {_why(exc)}") from exc
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise CheckpointError(f"{source} holds non-finite weights ({', '.join(sorted(bad)[:3])}); not loading them")
@@ -149,8 +155,8 @@ def load_published(backend: Backend, version: int | None = None, reuse: Policy |
         except CheckpointError:
             raise
         except Exception as exc:  # a config the family cannot build
-            raise CheckpointError(f"{source}: its manifest's config cannot be built: {exc}") from exc
-    policy.load_tensors(tensors, source)  # checks names and shapes before it changes a weight
+            raise CheckpointError(f"{source}: its manifest's config cannot be built: {_why(exc)}") from exc
+    policy.load_tensors(tensors, source)  # checks names, shapes and dtypes before it changes a weight
     policy.version = version
     return policy
 
@@ -173,21 +179,31 @@ class PolicyFollower:
     def version(self) -> int | None:
         return None if self.policy is None else self.policy.version
 
+    @property
+    def problem(self) -> str:
+        """'' unless the latest publication failed to load; else what the actor runs meanwhile, and why."""
+        if self.last_error is None:
+            return ""
+        kept = "no policy loaded yet, waiting for one" if self.policy is None else f"keeping policy v{self.version}"
+        return f"{kept}: {self.last_error}"
+
     def update(self) -> bool:
         """Load the latest published policy if it is newer; True when the policy changed. Call it only
         between episodes (the weights of a policy of the same config are replaced in place)."""
         latest = None
         try:
             latest = latest_version(self.backend)
-            if latest is None or latest == self.version:
+            if latest is None or latest == self.version:  # nothing to load, so nothing wrong any more
+                self.last_error, self._failed = None, None
                 return False
             if self._failed is not None and self._failed[0] == latest and self.clock() - self._failed[1] < self.retry_s:
                 return False
             self.policy = load_published(self.backend, latest, reuse=self.policy)
         except CheckpointError as exc:
-            if str(exc) != self.last_error:
-                log.warning("keeping policy v%s: %s", self.version, exc)
+            repeated = str(exc) == self.last_error
             self.last_error, self._failed = str(exc), (latest, self.clock())
+            if not repeated:
+                log.warning("%s", self.problem)
             return False
         self.last_error, self._failed = None, None
         return True

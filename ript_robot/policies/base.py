@@ -168,7 +168,8 @@ class Policy(nn.Module, ABC):
         self.load_tensors(state, str(path))
 
     def load_tensors(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """Load a checkpoint's tensors (`checkpoint_state`); a clear error naming `source` when they do not fit."""
+        """Load a checkpoint's tensors (`checkpoint_state`); a clear error naming `source` when they do not fit,
+        raised before any weight changes (every name, shape and dtype is checked first)."""
         expected = self.checkpoint_state()
         missing, unexpected = set(expected) - set(state), set(state) - set(expected)
         if missing or unexpected:
@@ -182,7 +183,9 @@ class Policy(nn.Module, ABC):
                     f"{source}: '{key}' has shape {tuple(state[key].shape)}, the policy expects {tuple(tensor.shape)}; "
                     "was it saved with another config?"
                 )
-        self.load_state_dict(state, strict=False)  # exactly the checkpoint's keys, checked above
+            if state[key].dtype != tensor.dtype:  # load_state_dict would cast it silently
+                raise CheckpointError(f"{source}: '{key}' is {state[key].dtype}, the policy expects {tensor.dtype}")
+        self.load_state_dict(state, strict=False)  # exactly the checkpoint's keys, shapes and dtypes, checked above
 
 
 class ConfiguredPolicy(Policy):

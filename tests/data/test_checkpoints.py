@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from safetensors.torch import save as save_safetensors
 
 from ript_robot.data.backend import Backend
 from ript_robot.data.checkpoints import (
+    LATEST,
     PolicyFollower,
     latest_version,
     load_published,
@@ -23,6 +26,7 @@ from ript_robot.data.checkpoints import (
     read_optimizer,
     save_optimizer,
 )
+from ript_robot.data.local_s3 import s3_environment
 from ript_robot.policies import CheckpointError
 from ript_robot.rl.distributed import load_full_optimizer_state
 
@@ -124,14 +128,17 @@ def publication_damage(draw: st.DrawFn, files: dict[str, bytes]) -> dict[str, by
         value = json.loads(old)
         value[draw(st.sampled_from(sorted(value)))] = draw(JSON)
         return {name: json.dumps(value).encode()}
-    # weights that parse but do not fit (renamed, reshaped, non-finite), with a manifest that matches them
+    # weights that parse but do not fit (renamed, reshaped, retyped, non-finite), with a manifest that matches them
     state = load_safetensors(files["v000001/model.safetensors"])
     key = draw(st.sampled_from(sorted(state)))
-    change = draw(st.sampled_from(["rename", "reshape", "nan"]))
+    change = draw(st.sampled_from(["rename", "reshape", "retype", "nan"]))
     if change == "rename":
         state[key + ".x"] = state.pop(key)
     elif change == "reshape":
         state[key] = torch.zeros(state[key].numel() + 1)
+    elif change == "retype":
+        dtypes = [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool]
+        state[key] = state[key].to(draw(st.sampled_from([d for d in dtypes if d != state[key].dtype])))
     else:
         state[key] = state[key].float().clone().fill_(float("nan"))
     data = save_safetensors(state)
@@ -173,3 +180,51 @@ def test_a_damaged_publication_is_a_checkpoint_error_and_the_follower_keeps_its_
                 (root / name).write_bytes(data)
 
     check()
+
+
+def test_the_follower_retries_a_broken_version_only_after_retry_s_but_takes_a_newer_one_at_once(tmp_path: Path) -> None:
+    backend, now = Backend(tmp_path), [0.0]
+    publish_policy(backend, tiny_policy(seed=1))
+    follower = PolicyFollower(backend, retry_s=10.0, clock=lambda: now[0])
+    assert follower.update() and follower.problem == ""
+    running = {k: v.clone() for k, v in follower.policy.state_dict().items()}
+    broken = tiny_policy(seed=2)
+    broken.version = 1
+    publish_policy(backend, broken)
+    folder = tmp_path / "policies" / "v000001"
+    (folder / "model.safetensors").write_bytes(b"not the weights")
+    assert not follower.update() and follower.version == 0
+    assert follower.problem.startswith("keeping policy v0: policy v1 (") and "sha256" in follower.problem
+    (folder / "manifest.json").unlink()  # not looked at again before retry_s
+    now[0] = 9.0
+    assert not follower.update() and "sha256" in follower.last_error
+    now[0] = 10.0
+    assert not follower.update() and f"({folder / 'manifest.json'}) is missing" in follower.last_error
+    assert all(torch.equal(running[k], v) for k, v in follower.policy.state_dict().items())
+    good = tiny_policy(seed=3)
+    good.version = 2
+    publish_policy(backend, good)
+    assert follower.update() and follower.version == 2 and follower.last_error is None
+    assert same_weights(follower.policy, good)
+    backend.put(LATEST, b"{not json")
+    assert not follower.update() and follower.version == 2 and "latest.json" in follower.last_error
+    backend.put_json(LATEST, {"version": 2})  # the pointer mended: nothing is wrong any more
+    assert not follower.update() and follower.last_error is None
+
+
+def test_a_store_that_cannot_be_reached_is_a_checkpoint_error_naming_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nothing listens on: every request is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in s3_environment(f"http://127.0.0.1:{port}").items():
+        monkeypatch.setenv(key, value)
+    quick = timedelta(milliseconds=10)
+    retry = {"max_retries": 0, "retry_timeout": quick, "backoff": {"init_backoff": quick, "max_backoff": quick}}
+    backend = Backend("s3://bucket/store", {"retry_config": retry})
+    with pytest.raises(CheckpointError, match="policy v3's manifest") as error:
+        load_published(backend, 3)
+    assert "s3://bucket/store/policies/v000003/manifest.json" in str(error.value) and "Debug" not in str(error.value)
+    follower = PolicyFollower(backend)
+    follower.policy = tiny_policy()
+    assert not follower.update() and follower.version == 0
+    assert "(s3://bucket/store/policies/latest.json) cannot be read" in follower.problem

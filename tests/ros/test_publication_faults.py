@@ -54,9 +54,13 @@ def test_a_damaged_publication_never_stops_the_node_and_is_reported_on_diagnosti
             done = len(versions())
             wait_for(lambda: len(versions()) >= done + 2, timeout=60, what="episodes after the damaged publication")
             assert set(versions()) == {0}  # between episodes it kept v0's weights and went on
+            assert node.counters["callback_errors"] == 0  # nothing was raised into a callback
             good = tiny_policy(seed=5)
             good.version = 2
             publish_policy(store.backend, good)
             schedule.write_round(2, contexts, rollouts_per_context=4)
             wait_for(lambda: 2 in versions(), timeout=60, what="an episode of the next good version")
             assert node.arm is not None and node.arm.follower.last_error is None
+            seen = len(listener.diagnostics)
+            after = wait_for(lambda: listener.diagnostics[seen:], timeout=5, what="diagnostics once v2 is loaded")
+            assert all("keeping policy" not in s.message for s in after)  # the warning is cleared
