@@ -243,6 +243,9 @@ class RIPTConfig(ConfigModel):
     groups_per_iteration: int = Field(48, ge=1, description="groups with mixed rewards wanted per update")
     dynamic_sampling: bool = Field(True, description="drop groups whose K rewards are all equal")
     max_sampling_rounds: int = Field(4, ge=1, description="bound on re-sampling rounds per iteration")
+    context_selection: Literal["uniform", "informative"] = Field(
+        "uniform", description="uniform passes over the contexts, or favour those whose next group is likely mixed"
+    )
     ppo_epochs: int = Field(4, ge=1, description="passes over the batch per iteration")
     minibatch_size: int = Field(64, ge=1, description="chunks per PPO minibatch")
     lr: float = Field(5e-4, gt=0.0, description="Adam learning rate of the PPO update")

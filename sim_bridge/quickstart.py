@@ -23,7 +23,7 @@ from ript_robot.config import QuickstartConfig, dump_config
 from ript_robot.envs.demos import record_demonstrations
 from ript_robot.envs.pick import PickEnv, expert_action, make_contexts
 from ript_robot.policies import Policy, load_policy, make_policy
-from ript_robot.rl.sampling import ContextPool
+from ript_robot.rl.sampling import context_pool
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
 from ript_robot.train.logging import MetricsLogger, plot_success
 from ript_robot.train.ript import RIPTLearner
@@ -94,7 +94,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
     if progress:
         tqdm.write(f"after SFT   train {sft_train}\n            held-out {sft_heldout}")
 
-    learner = RIPTLearner(policy, ContextPool(train, cfg.seed), cfg.ript, cfg.seed)
+    learner = RIPTLearner(policy, context_pool(train, cfg.ript, cfg.seed), cfg.ript, cfg.seed)
     rollout = partial(sim, policy)
     curve_train, curve_rollout = [sft_train.success_rate], [float("nan")]
     episodes = 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ript_robot.config import RIPTConfig
 from ript_robot.rl.advantage import is_informative
 from ript_robot.types import Context, Episode
 
@@ -61,29 +62,73 @@ class SamplingStats:
 
 
 class ContextPool:
-    """The contexts RIPT trains on, visited in reshuffled passes so each is seen evenly."""
+    """The contexts RIPT trains on, and which to roll out next.
 
-    def __init__(self, contexts: Sequence[Context], seed: int = 0):
+    uniform: reshuffled passes, so each context is seen evenly. informative: each context's
+    recent rewards (`observe`, the last `memory` of them) give a Beta posterior of its success
+    rate; a Thompson draw p from it scores the chance 1 - p^K - (1-p)^K that a group of K comes
+    back mixed, and contexts are drawn (without repeats) in proportion to that score, so contexts
+    the policy has lately always or never solved are rolled out less often, but never never.
+    """
+
+    def __init__(
+        self,
+        contexts: Sequence[Context],
+        seed: int = 0,
+        selection: str = "uniform",
+        rollouts_per_context: int = 8,
+        memory: int = 16,
+    ):
         if not contexts:
             raise ValueError("the context pool is empty: give at least one context to train on")
         ids = [c.context_id for c in contexts]
         if len(set(ids)) != len(ids):
             raise ValueError("context ids in the pool must be unique")
+        if selection not in ("uniform", "informative"):
+            raise ValueError(f"context selection must be 'uniform' or 'informative', got {selection!r}")
         self.contexts = list(contexts)
+        self.selection, self.k, self.memory = selection, rollouts_per_context, memory
         self._rng = np.random.default_rng(seed)
         self._queue: list[Context] = []
+        self._rewards: dict[str, list[float]] = {c.context_id: [] for c in contexts}
 
     def __len__(self) -> int:
         return len(self.contexts)
 
+    def observe(self, context_id: str, rewards: Sequence[float | None]) -> None:
+        """Remember a group's labeled rewards (unknown contexts are ignored)."""
+        if context_id in self._rewards:
+            seen = self._rewards[context_id] + [float(r) for r in rewards if r is not None]
+            self._rewards[context_id] = seen[-self.memory :]
+
+    def mixed_chance(self) -> np.ndarray:
+        """Per context, a Thompson draw of the chance that its next group of K comes back mixed."""
+        wins = np.array([sum(self._rewards[c.context_id]) for c in self.contexts])
+        seen = np.array([len(self._rewards[c.context_id]) for c in self.contexts])
+        p = self._rng.beta(1.0 + wins, 1.0 + seen - wins)
+        return 1.0 - p**self.k - (1.0 - p) ** self.k
+
     def take(self, n: int) -> list[Context]:
-        """The next n contexts; a context repeats only after the whole pool was visited."""
-        out: list[Context] = []
+        """The next n contexts; uniform: a context repeats only after the whole pool was visited."""
+        if self.selection == "informative":
+            out: list[Context] = []
+            while len(out) < n:
+                m = min(n - len(out), len(self.contexts))
+                weights = self.mixed_chance() + 1e-6
+                picked = self._rng.choice(len(self.contexts), size=m, replace=False, p=weights / weights.sum())
+                out += [self.contexts[i] for i in picked]
+            return out
+        out = []
         while len(out) < n:
             if not self._queue:
                 self._queue = [self.contexts[i] for i in self._rng.permutation(len(self.contexts))]
             out.append(self._queue.pop())
         return out
+
+
+def context_pool(contexts: Sequence[Context], config: RIPTConfig, seed: int = 0) -> ContextPool:
+    """The pool a RIPT config asks for (its `context_selection` and K)."""
+    return ContextPool(contexts, seed, config.context_selection, config.rollouts_per_context)
 
 
 def collect_groups(
@@ -115,6 +160,7 @@ def collect_groups(
         stats.episodes.extend(episodes)
         for g, context in enumerate(contexts):
             group = Group(context, episodes[g * rollouts_per_context : (g + 1) * rollouts_per_context])
+            pool.observe(context.context_id, group.rewards)
             if stats.judge(group.rewards, dynamic_sampling):
                 accepted.append(group)
         if not dynamic_sampling:

@@ -52,7 +52,7 @@ from ript_robot.rl.distributed import (
     shard,
 )
 from ript_robot.rl.ppo import build_batch, ppo_update
-from ript_robot.rl.sampling import ContextPool, Group, SamplingStats, is_informative
+from ript_robot.rl.sampling import Group, SamplingStats, context_pool, is_informative
 from ript_robot.runtime.timing import WallClock
 from ript_robot.train.ledger import GroupState, Ledger, LedgerGroup
 from ript_robot.train.logging import MetricsLogger
@@ -78,7 +78,7 @@ class StoreTrainer:
         self.store = store
         self.backend = store.backend
         self.schedule = Schedule(store.backend)
-        self.pool = ContextPool(contexts, seed)
+        self.pool = context_pool(contexts, ript, seed)
         self.ript = ript
         self.config = config
         self.logger = logger
@@ -241,6 +241,7 @@ class StoreTrainer:
                     continue
                 group.judged_at = ledger.now
                 judged.update(r.episode_id for r in group.members)
+                self.pool.observe(group.context.context_id, group.rewards)
                 (accepted if stats.judge(group.rewards, cfg.dynamic_sampling) else rejected).append(group)
             waiting = ledger.in_state(GroupState.WAITING)
             if len(accepted) >= wanted or (not waiting and (scheduled >= budget or not cfg.dynamic_sampling)):

@@ -150,3 +150,36 @@ def test_context_pool_rejects_empty_and_duplicates():
         ContextPool([])
     with pytest.raises(ValueError, match="unique"):
         ContextPool([ctx("a"), ctx("b"), ctx("a")])
+
+
+def test_informative_selection_rolls_out_contexts_that_came_back_mixed_more_and_never_abandons_the_others():
+    names = ["mixed_a", "mixed_b", "all_success", "all_failure"] * 4  # 16 contexts, 8 of them uniform
+    contexts = [Context(f"{n}/{i}", "pick up the red block", i) for i, n in enumerate(names)]
+    rollout, rolled = FakeRollout(), []
+
+    def run(contexts: list[Context]) -> list:
+        rolled.extend(c.context_id for c in contexts)
+        return rollout([ctx(c.context_id.split("/")[0]) for c in contexts])
+
+    counts = {}
+    for selection in ("uniform", "informative"):
+        pool = ContextPool(contexts, seed=0, selection=selection, rollouts_per_context=K)
+        stats_total: Counter[str] = Counter()
+        for i in range(30):
+            if i == 15:
+                rolled.clear()
+            _, stats = collect_groups(pool, run, K, groups_wanted=4, max_rounds=3)
+            stats_total.update({"accepted": stats.accepted, "rejected": stats.rejected})
+        counts[selection] = stats_total
+        uniform_share = sum(c.startswith("all_") for c in rolled) / len(rolled)  # in the last 15 iterations
+        if selection == "informative":
+            assert 0.1 < uniform_share < 0.4, uniform_share  # rolled out less, never abandoned
+    uniform, informative = counts["uniform"], counts["informative"]
+    assert informative["accepted"] >= uniform["accepted"]
+    # the same informative groups cost fewer dropped ones
+    assert informative["rejected"] / informative["accepted"] < 0.5 * uniform["rejected"] / uniform["accepted"]
+
+
+def test_an_unknown_context_selection_is_refused():
+    with pytest.raises(ValueError, match="uniform' or 'informative"):
+        ContextPool([ctx("mixed_a")], selection="greedy")
