@@ -247,6 +247,9 @@ class RIPTConfig(ConfigModel):
         "uniform", description="uniform passes over the contexts, or favour those whose next group is likely mixed"
     )
     ppo_epochs: int = Field(4, ge=1, description="passes over the batch per iteration")
+    reuse_updates: int = Field(
+        1, ge=1, description="updates each accepted group takes part in (>1: replayed, ratio to the stored log-probs)"
+    )
     minibatch_size: int = Field(64, ge=1, description="chunks per PPO minibatch")
     lr: float = Field(5e-4, gt=0.0, description="Adam learning rate of the PPO update")
     clip_low: float = Field(0.2, gt=0.0, lt=1.0, description="ratio may fall to 1 - clip_low")

@@ -63,3 +63,17 @@ def test_learner_skips_update_when_every_group_is_uniform():
     assert metrics["rejected_all_failure"] == 2 * CONFIG.max_sampling_rounds
     assert metrics["rollout_success"] == 0.0
     assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters(), strict=True))
+
+
+def test_reused_groups_join_the_next_updates_scored_against_their_stored_log_probs():
+    policy = tiny_policy(seed=0)
+    learner = RIPTLearner(policy, ContextPool(CONTEXTS, seed=0), CONFIG.model_copy(update={"reuse_updates": 2}), seed=0)
+    first = learner.step(sim_rollout(policy, relabel=lambda i: i % 2 == 0))
+    assert first["replayed_groups"] == 0 and first["initial_ratio_error"] < 1e-4
+    second = learner.step(sim_rollout(policy, relabel=lambda i: i % 2 == 0))
+    assert second["replayed_groups"] == 2 and second["updated"]
+    # the replayed chunks were sampled by v0: against the updated policy their ratio is no longer 1
+    assert second["initial_ratio_error"] > first["initial_ratio_error"]
+    third = learner.step(sim_rollout(policy, relabel=lambda i: False))
+    assert third["replayed_groups"] == 2  # the second iteration's groups; the first's were used twice
+    assert third["updated"]  # an iteration without new signal still learns from what it replays
