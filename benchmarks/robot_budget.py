@@ -1,0 +1,170 @@
+"""Learning per robot-hour: the labeled episodes a RIPT recipe spends before the policy reaches 90%.
+
+On an arm every rollout costs its steps at the control rate, a scene reset and an operator's
+label; iterations cost nothing by themselves. This benchmark starts where the main job does
+(pretraining in three scenes, SFT on one demonstration per task in `workcell`: the same start
+for every recipe of a seed, built once and cached) and runs RIPT with a recipe (config
+overrides), counting every sampled rollout it commits, those of dropped groups included. After
+the first update that brings `--eval-every` (100) new episodes it evaluates deterministically on
+the training contexts (not counted: it is how the stop is decided here) and stops when success
+first reaches 90%, or at `--max-episodes`; so a recipe is charged at most one evaluation interval
+beyond the point it crossed 90%. Then it measures the 100 held-out contexts.
+
+Figures per seed and their median over seeds: episodes_to_90, robot_hours_to_90 (steps at the
+control rate plus 20 s of reset and label per counted episode), sft_success, success_at_stop,
+heldout_success_at_stop, iterations_to_90 (updates). A run with `--name` is saved under `recipes` in
+benchmarks/results/robot_budget.json; the default recipe's figures are also its top-level keys.
+
+    python benchmarks/robot_budget.py --seeds 0 1 2                        # the default recipe
+    python benchmarks/robot_budget.py --name k4 ript.rollouts_per_context=4  # an ablation
+    python benchmarks/robot_budget.py --smoke                               # seconds; writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ript_robot.config import QuickstartConfig, load_config
+from ript_robot.envs.pick import PickEnv
+from ript_robot.policies import load_policy
+from ript_robot.rl.sampling import context_pool
+from ript_robot.train.logging import MetricsLogger
+from ript_robot.train.ript import RIPTLearner
+from ript_robot.types import Context, Episode
+from sim_bridge.quickstart import builtin_rollouts, context_sets, pretrain_and_sft
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RESET_AND_LABEL_S = 20.0
+TARGET = 0.9
+CACHE = Path(tempfile.gettempdir()) / "ript_robot_budget_sft"
+SMOKE = ["pretrain.steps=20", "sft.steps=20", "pretrain_demos_per_task=2", "task.train_contexts_per_task=2"]
+SMOKE += ["task.heldout_contexts_per_task=2", "ript.groups_per_iteration=2", "ript.rollouts_per_context=2"]
+
+
+def sft_policy(cfg: QuickstartConfig, smoke: bool) -> Path:
+    """The SFT checkpoint every recipe of this seed starts from (built once, then cached)."""
+    path = CACHE / f"{'smoke' if smoke else 'full'}-seed{cfg.seed}"
+    if not (path / "config.json").exists():
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        policy = pretrain_and_sft(cfg, MetricsLogger(Path(tempfile.mkdtemp())), progress=False)
+        policy.save(path)
+    return path
+
+
+def run_seed(seed: int, overrides: list[str], max_episodes: int, smoke: bool, eval_every: int) -> dict[str, Any]:
+    """One seed of one recipe: RIPT until deterministic training success first reaches TARGET."""
+    torch.set_num_threads(1)
+    cfg = load_config(QuickstartConfig, None, [f"seed={seed}", *(SMOKE if smoke else []), *overrides])
+    start = sft_policy(cfg, smoke)
+    policy = load_policy(start)
+    policy.version = 0
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    train, heldout = context_sets(cfg)
+    sim = builtin_rollouts(cfg)
+    hz = PickEnv(cfg.task.image_size, cfg.task.max_steps).spec.control_hz
+    counted = {"episodes": 0, "steps": 0}
+
+    def rollout(contexts: list[Context]) -> list[Episode]:
+        episodes = sim(policy, contexts)
+        counted["episodes"] += len(episodes)
+        counted["steps"] += sum(len(e.steps) for e in episodes)
+        return episodes
+
+    learner = RIPTLearner(policy, context_pool(train, cfg.ript, seed), cfg.ript, seed)
+    curve = [(0, sim.evaluate(policy, train, cfg.eval).success_rate)]
+    began = time.monotonic()
+    while curve[-1][1] < TARGET and counted["episodes"] < max_episodes:
+        learner.step(rollout)
+        if counted["episodes"] - curve[-1][0] >= eval_every:
+            curve.append((counted["episodes"], sim.evaluate(policy, train, cfg.eval).success_rate))
+    heldout_success = sim.evaluate(policy, heldout, cfg.eval).success_rate
+    sim.close()
+    reached = curve[-1][1] >= TARGET
+    return {
+        "seed": seed,
+        "reached_90": reached,
+        "episodes_to_90": counted["episodes"] if reached else None,
+        "robot_hours_to_90": (counted["steps"] / hz + RESET_AND_LABEL_S * counted["episodes"]) / 3600
+        if reached
+        else None,
+        "episodes_counted": counted["episodes"],
+        "iterations_to_90": learner.iteration if reached else None,
+        "sft_success": curve[0][1],
+        "success_at_stop": curve[-1][1],
+        "heldout_success_at_stop": heldout_success,
+        "curve": curve,
+        "ript_seconds": time.monotonic() - began,
+    }
+
+
+def median(values: list[float | None]) -> float | None:
+    """The median, counting a seed that never reached the target as worse than every one that did."""
+    ordered = sorted(values, key=lambda v: float("inf") if v is None else v)
+    return ordered[len(ordered) // 2] if len(ordered) % 2 else _mid(ordered)
+
+
+def _mid(ordered: list[float | None]) -> float | None:
+    a, b = ordered[len(ordered) // 2 - 1], ordered[len(ordered) // 2]
+    return None if a is None or b is None else (a + b) / 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("overrides", nargs="*", help="the recipe: config overrides such as ript.rollouts_per_context=4")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--name", default="default", help="the recipe's name in robot_budget.json")
+    parser.add_argument("--max-episodes", type=int, default=12_000, help="give up on a seed after this many")
+    parser.add_argument("--workers", type=int, default=2, help="seeds run in parallel processes")
+    parser.add_argument(
+        "--eval-every", type=int, default=100, help="evaluate after the first update that brings this many new episodes"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; writes nothing under results/")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.max_episodes = args.seeds[:1], 16
+    with ProcessPoolExecutor(args.workers) as pool:
+        runs = list(
+            pool.map(
+                partial(
+                    run_seed,
+                    overrides=args.overrides,
+                    max_episodes=args.max_episodes,
+                    smoke=args.smoke,
+                    eval_every=args.eval_every,
+                ),
+                args.seeds,
+            )
+        )
+    keys = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
+    recipe = {key: median([r[key] for r in runs]) for key in (*keys, "heldout_success_at_stop")}
+    recipe.update({"overrides": args.overrides, "seeds": args.seeds, "per_seed": runs})
+    for r in runs:
+        print(
+            f"seed {r['seed']}: {r['sft_success']:.0%} -> {r['success_at_stop']:.0%} after {r['episodes_counted']} "
+            f"episodes (held-out {r['heldout_success_at_stop']:.0%}), {r['ript_seconds']:.0f} s"
+        )
+    print(json.dumps({k: v for k, v in recipe.items() if k != "per_seed"}, indent=2))
+    if args.smoke:
+        return
+    path = RESULTS / "robot_budget.json"
+    saved = json.loads(path.read_text()) if path.exists() else {"recipes": {}}
+    saved["recipes"][args.name] = recipe
+    if args.name == "default":
+        saved.update({k: v for k, v in recipe.items() if k != "per_seed"})
+    path.write_text(json.dumps(saved, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
