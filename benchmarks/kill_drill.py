@@ -133,7 +133,6 @@ def kill_trial(role: str, uri: str, rng: np.random.Generator, checked: set[str])
     return {
         "role": role,
         "delay_s": delay,
-        "committed": len(committed),
         "committed_lost": lost + len(broken),
         "partial_or_damaged": len(damaged),
         "problems": damaged + broken,

@@ -44,15 +44,11 @@ def seal(attrs: dict[str, Any], manifest: dict[str, Any]) -> str:
 
 
 class RecordingStore(WrapperStore[Store]):
-    """Passes writes through and records each object's size and sha256 under `prefix` (the last write counts)."""
+    """Passes writes through and records each object's size and sha256 (the last write of a key counts)."""
 
-    def __init__(self, store: Store, prefix: str = ""):
+    def __init__(self, store: Store):
         super().__init__(store)
-        self.prefix = prefix
-        self.objects: dict[str, list[Any]] = {}  # key relative to prefix -> [bytes, sha256]
-
-    def _with_store(self, store: Store) -> RecordingStore:
-        return RecordingStore(store, self.prefix)
+        self.objects: dict[str, list[Any]] = {}  # key -> [bytes, sha256]
 
     def take(self, prefix: str) -> dict[str, list[Any]]:
         """What was written under `prefix` (relative keys, the group's own metadata left out), then forget it."""

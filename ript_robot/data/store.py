@@ -276,8 +276,7 @@ class EpisodeStore:
 
     def cameras(self, episode_id: str) -> list[str]:
         """The names of the cameras an episode kept frames of, sorted."""
-        group = self.open_group(episode_id)
-        return sorted(group["images"].array_keys()) if "images" in group else []
+        return _camera_names(self.open_group(episode_id))
 
     def key_frames(
         self, episode_id: str, count: int, camera: str | None = None, last: bool = False
@@ -287,10 +286,10 @@ class EpisodeStore:
         final `count` frames; reads only the chunks that hold them."""
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        cameras = self.cameras(episode_id)
+        group = self.open_group(episode_id)  # once: opening a sealed episode reads and checks its metadata
+        cameras = _camera_names(group)
         if not cameras:
             return []
-        group = self.open_group(episode_id)
         name = camera or cameras[0]
         if name not in cameras:
             raise StoreError(f"episode {episode_id} has no camera {name!r}; it has {cameras}")
@@ -388,3 +387,7 @@ class EpisodeStore:
                 v: {"episodes": len(rs), "success": float(np.mean(rs))} for v, rs in sorted(per_version.items())
             },
         }
+
+
+def _camera_names(group: zarr.Group) -> list[str]:
+    return sorted(group["images"].array_keys()) if "images" in group else []
