@@ -22,10 +22,12 @@ import torch
 
 from ript_robot.config import QuickstartConfig, load_config
 from ript_robot.data import EpisodeStore
-from ript_robot.data.checkpoints import load_published, published_versions
-from ript_robot.train.evaluate import evaluate
+from ript_robot.data.checkpoints import published_versions
+from ript_robot.envs.pick import context_sets
+from ript_robot.policies.published import load_published
+from ript_robot.runtime.evaluate import evaluate
 from ript_robot.train.logging import plot_success
-from sim_bridge.quickstart import builtin_rollouts, context_sets
+from sim_bridge.rollouts import builtin_rollouts
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -45,7 +47,7 @@ def main(overrides: list[str]) -> dict:
     cfg = load_config(QuickstartConfig, None, common)
     torch.set_num_threads(2)
     store = EpisodeStore(store_uri, create=False).refresh()
-    train, heldout = context_sets(cfg)
+    train, heldout = context_sets(cfg.task)
     sim = builtin_rollouts(cfg)
     versions = published_versions(store.backend)
     policies = {v: load_published(store.backend, v) for v in versions}

@@ -36,9 +36,10 @@ sys.path[:0] = [str(TESTS), str(TESTS / "train")]  # the test suite's synthetic 
 from synthetic import synthetic_episode  # noqa: E402
 
 from ript_robot.data import EpisodeStore  # noqa: E402
-from ript_robot.data.checkpoints import latest_version, load_published, published_versions  # noqa: E402
+from ript_robot.data.checkpoints import latest_version, published_versions  # noqa: E402
 from ript_robot.data.verify import check_episode  # noqa: E402
 from ript_robot.policies import CheckpointError  # noqa: E402
+from ript_robot.policies.published import load_published  # noqa: E402
 
 ROLES = ("writer", "trainer", "actor")
 ACTOR_OVERRIDES = ["task.image_size=32", "task.max_steps=12", "runtime.execute_steps=4", "actor.max_envs=4"]
@@ -77,9 +78,9 @@ def prepare_actor_store(uri: str) -> None:
     """A published tiny policy and a long schedule for the actors of every trial."""
     from conftest import tiny_policy
 
-    from ript_robot.data.checkpoints import publish_policy
     from ript_robot.data.schedule import Schedule
     from ript_robot.envs.pick import make_contexts
+    from ript_robot.policies.published import publish_policy
 
     store = EpisodeStore(uri)
     publish_policy(store.backend, tiny_policy())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ript_robot.config import QuickstartConfig, load_config
 from ript_robot.train.logging import plot_success
-from sim_bridge.quickstart import run_quickstart
+from ript_robot.train.quickstart import run_quickstart
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ript_robot.cli import LIBERO_CONFIG
 from ript_robot.config import QuickstartConfig, load_config
-from sim_bridge.sim_train import run_sim_train
+from ript_robot.train.sim_train import run_sim_train
 
 RESULTS = Path(__file__).parent / "results"
 CPU_BUDGET = [

@@ -7,7 +7,7 @@ later still), mis-taps and undoes inside the 10 s window, labels two episodes wr
 them after an update trained on them, discards a few; beside them a deterministic evaluation
 actor and imported demonstrations on the same contexts. The same session runs twice: with the
 robot profile's staleness (`--staleness`, 2 as in configs/robot.yaml) and with staleness 0 for
-comparison. Figures, from the store alone (`sim_bridge.operator_session.session_figures`):
+comparison. Figures, from the store alone (`ript_robot.train.operator_session.session_figures`):
 
 - rollouts_used_share: of the committed, sampled, not discarded rollouts whose usable window
   (versions u .. u + staleness) closed before the last update, the share an update judged
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ript_robot.envs.pick import make_contexts
-from sim_bridge.operator_session import cloned_policy, run_session, session_config, session_figures
+from ript_robot.train.operator_session import cloned_policy, run_session, session_config, session_figures
 
 RESULTS = Path(__file__).parent / "results"
 FIGURES = (  # issue 17's targets: >= 0.95, 0, 0, <= 0.05, the share scored censored, 0

@@ -23,6 +23,7 @@ benchmarks/results/robot_budget.json; the default recipe's figures are also its 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 import time
@@ -35,13 +36,14 @@ import numpy as np
 import torch
 
 from ript_robot.config import QuickstartConfig, load_config
-from ript_robot.envs.pick import PickEnv
+from ript_robot.envs.pick import PickEnv, context_sets
 from ript_robot.policies import load_policy
 from ript_robot.rl.sampling import context_pool
 from ript_robot.train.logging import MetricsLogger
+from ript_robot.train.quickstart import pretrain_and_sft
 from ript_robot.train.ript import RIPTLearner
 from ript_robot.types import Context, Episode
-from sim_bridge.quickstart import builtin_rollouts, context_sets, pretrain_and_sft
+from sim_bridge.rollouts import builtin_rollouts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RESET_AND_LABEL_S = 20.0
@@ -53,8 +55,11 @@ SMOKE += ["task.heldout_contexts_per_task=2", "ript.groups_per_iteration=2", "ri
 
 def sft_policy(cfg: QuickstartConfig, smoke: bool) -> Path:
     """The SFT checkpoint every recipe of this seed starts from (built once, then cached)."""
-    path = CACHE / f"{'smoke' if smoke else 'full'}-seed{cfg.seed}"
-    if not (path / "config.json").exists():
+    recipe = cfg.model_dump(include={"seed", "pretrain_demos_per_task", "target_demos_per_task", "task", "policy"})
+    recipe.update(cfg.model_dump(include={"pretrain", "sft"}))
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = CACHE / f"{'smoke' if smoke else 'full'}-seed{cfg.seed}-{key}"  # a new SFT when what builds it changes
+    if not (path / "model.safetensors").exists():
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         policy = pretrain_and_sft(cfg, MetricsLogger(Path(tempfile.mkdtemp())), progress=False)
@@ -71,7 +76,7 @@ def run_seed(seed: int, overrides: list[str], max_episodes: int, smoke: bool, ev
     policy.version = 0
     torch.manual_seed(seed)
     np.random.seed(seed)
-    train, heldout = context_sets(cfg)
+    train, heldout = context_sets(cfg.task)
     sim = builtin_rollouts(cfg)
     hz = PickEnv(cfg.task.image_size, cfg.task.max_steps).spec.control_hz
     counted = {"episodes": 0, "steps": 0}

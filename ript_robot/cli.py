@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ript_robot.calibration.cli import add_calibrate_commands, run_calibrate
 from ript_robot.config import ConfigError, QuickstartConfig, dump_config, load_config
 from ript_robot.data.backend import StoreError
-from ript_robot.policies import CheckpointError
+from ript_robot.types import CheckpointError
 
 if TYPE_CHECKING:
     from ript_robot.data.store import EpisodeStore
@@ -79,7 +79,7 @@ LIBERO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "libero.yaml"
 
 
 def _sim_train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
-    from sim_bridge.sim_train import run_sim_train
+    from ript_robot.train.sim_train import run_sim_train
 
     if args.store:
         cfg.store.uri = args.store
@@ -88,7 +88,7 @@ def _sim_train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
 
 
 def _quickstart(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
-    from sim_bridge.quickstart import run_quickstart
+    from ript_robot.train.quickstart import run_quickstart
 
     summary = run_quickstart(cfg, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "success_per_iteration"}, indent=2))
@@ -96,10 +96,11 @@ def _quickstart(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
 
 def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     from ript_robot.data.backend import Backend
-    from ript_robot.data.checkpoints import load_published
     from ript_robot.data.store import MARKER
+    from ript_robot.envs.pick import context_sets
     from ript_robot.policies import load_policy
-    from sim_bridge.quickstart import builtin_rollouts, context_sets
+    from ript_robot.policies.published import load_published
+    from sim_bridge.rollouts import builtin_rollouts
 
     source = args.checkpoint
     if source.startswith("s3://") or (Path(source) / MARKER).is_file():
@@ -109,7 +110,7 @@ def _eval(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
     eval_cfg = cfg.eval.model_copy(update={"deterministic": not args.sampled})
     if args.rollouts is not None:
         eval_cfg.rollouts_per_context = args.rollouts
-    train, heldout = context_sets(cfg)
+    train, heldout = context_sets(cfg.task)
     contexts = train if args.contexts == "train" else heldout
     sim = builtin_rollouts(cfg)
     result = sim.evaluate(policy, contexts, eval_cfg, desc="eval")
@@ -144,13 +145,14 @@ def _train(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
 def _train_rank(cfg: QuickstartConfig, args: argparse.Namespace, rank: int, world: int) -> None:
     """One trainer process: rank 0 leads (pretrains or resumes, schedules, publishes), the others follow."""
     from ript_robot.data.checkpoints import latest_version
+    from ript_robot.envs.pick import context_sets
     from ript_robot.policies import load_policy
     from ript_robot.rl.distributed import barrier
     from ript_robot.train.logging import MetricsLogger
+    from ript_robot.train.quickstart import pretrain_and_sft
     from ript_robot.train.service import StoreTrainer
-    from sim_bridge.quickstart import context_sets, pretrain_and_sft
 
-    train, _ = context_sets(cfg)
+    train, _ = context_sets(cfg.task)
     if rank > 0:
         barrier()  # rank 0 creates the store first
         follower = StoreTrainer(_store(cfg, args), train, cfg.ript, cfg.trainer, cfg.seed)
@@ -181,7 +183,7 @@ def _train_rank(cfg: QuickstartConfig, args: argparse.Namespace, rank: int, worl
 
 
 def _actor(cfg: QuickstartConfig, args: argparse.Namespace) -> None:
-    from sim_bridge.actor import run_actor
+    from ript_robot.train.sim_actor import run_actor
 
     report = run_actor(cfg, _store(cfg, args), args.max_episodes, progress=not args.quiet)
     print(json.dumps({"episodes": report.episodes, "policy_versions": report.policy_versions}))

@@ -154,8 +154,10 @@ class PolicyConfig(ConfigModel):
     distribution: Literal["gaussian", "laplace"] = Field(
         "gaussian", description="action distribution of the chunked family (oft: always Laplace)"
     )
-    min_std: float = Field(
-        0.25, gt=0.0, description="lower bound of the learned scale (action units); RIPT explores with it"
+    min_std: float | list[float] = Field(
+        0.25,
+        description="lower bound of the learned scale (action units; one per action dimension, or one for all); "
+        "RIPT explores with it",
     )
     max_std: float = Field(1.0, gt=0.0, description="upper bound of the learned scale (action units)")
 
@@ -164,8 +166,9 @@ class PolicyConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _check_scale(self) -> PolicyConfig:
-        if self.min_std >= self.max_std:
-            raise ValueError(f"min_std ({self.min_std}) must be below max_std ({self.max_std})")
+        floors = self.min_std if isinstance(self.min_std, list) else [self.min_std]
+        if not floors or not all(0.0 < f < self.max_std for f in floors):
+            raise ValueError(f"min_std ({self.min_std}) must be above 0 and below max_std ({self.max_std})")
         if self.family == "oft" and not self.oft.backbone:
             raise ValueError("policy.family=oft needs policy.oft.backbone: a transformers VLM's hub id or local folder")
         if self.family == "quest" and self.chunk_size % self.quest.actions_per_token:
@@ -242,7 +245,12 @@ class RIPTConfig(ConfigModel):
     rollouts_per_context: int = Field(8, ge=2, description="K: rollouts per context in a group")
     groups_per_iteration: int = Field(48, ge=1, description="groups with mixed rewards wanted per update")
     dynamic_sampling: bool = Field(True, description="drop groups whose K rewards are all equal")
-    max_sampling_rounds: int = Field(4, ge=1, description="bound on re-sampling rounds per iteration")
+    max_sampling_rounds: int = Field(
+        4, ge=1, description="sampling budget: at most this many times groups_per_iteration groups per iteration"
+    )
+    episode_budget: int = Field(
+        0, ge=0, description="labeled episodes the whole run may spend; training stops once spent (0: no limit)"
+    )
     context_selection: Literal["uniform", "informative"] = Field(
         "uniform", description="uniform passes over the contexts, or favour those whose next group is likely mixed"
     )
@@ -251,6 +259,9 @@ class RIPTConfig(ConfigModel):
         1, ge=1, description="updates each accepted group takes part in (>1: replayed, ratio to the stored log-probs)"
     )
     minibatch_size: int = Field(64, ge=1, description="chunks per PPO minibatch")
+    loss_weighting: Literal["action", "episode"] = Field(
+        "action", description="the loss's mean: every credited action alike, or every episode alike"
+    )
     lr: float = Field(5e-4, gt=0.0, description="Adam learning rate of the PPO update")
     clip_low: float = Field(0.2, gt=0.0, lt=1.0, description="ratio may fall to 1 - clip_low")
     clip_high: float = Field(0.28, gt=0.0, description="ratio may rise to 1 + clip_high")
@@ -258,6 +269,15 @@ class RIPTConfig(ConfigModel):
     target_kl: float | None = Field(
         None, gt=0.0, description="end the update early once a minibatch's approx_kl exceeds this (None: never)"
     )
+
+    @model_validator(mode="after")
+    def _budget_holds_a_group(self) -> RIPTConfig:
+        if 0 < self.episode_budget < self.rollouts_per_context:
+            raise ValueError(
+                f"ript.episode_budget ({self.episode_budget}) is smaller than one group of ript.rollouts_per_context "
+                f"({self.rollouts_per_context}) episodes: give at least {self.rollouts_per_context}, or 0 for no limit"
+            )
+        return self
 
 
 class EvalConfig(ConfigModel):
@@ -380,6 +400,16 @@ class QuickstartConfig(ConfigModel):
     actor: ActorConfig = Field(default_factory=ActorConfig)
     label_app: LabelAppConfig = Field(default_factory=LabelAppConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+
+    @model_validator(mode="after")
+    def _staleness_within_the_run(self) -> QuickstartConfig:
+        if self.ript.iterations and self.trainer.max_staleness >= self.ript.iterations:
+            raise ValueError(
+                f"trainer.max_staleness ({self.trainer.max_staleness}) reaches back past the run's "
+                f"{self.ript.iterations} ript.iterations: the store holds no schedule that old; "
+                f"use 0..{self.ript.iterations - 1}"
+            )
+        return self
 
 
 C = TypeVar("C", bound=ConfigModel)

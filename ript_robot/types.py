@@ -157,3 +157,7 @@ class Episode:
     def reward(self) -> float | None:
         """1.0 / 0.0 once labeled, None while unlabeled."""
         return None if self.meta.label is None else self.meta.label.reward
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not fit the policy that tries to load it."""

@@ -18,16 +18,15 @@ from typing import Any
 import numpy as np
 
 from ript_robot.config import QuickstartConfig
-from ript_robot.data.checkpoints import PolicyFollower
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
-from ript_robot.envs.pick import PickEnv
+from ript_robot.envs.pick import PickEnv, context_sets
 from ript_robot.labeling.robot import RobotLink
 from ript_robot.policies import make_policy
+from ript_robot.policies.published import PolicyFollower
 from ript_robot.runtime.loop import EpisodeController
 from ript_robot.runtime.safety import SafetyFilter
 from ript_robot.types import Context
-from sim_bridge.quickstart import context_sets
 
 SLOT = 0
 
@@ -55,7 +54,7 @@ class SimRobot(RobotLink):
         self.controller = EpisodeController(policy, cfg.runtime, safety, [self.writer], robot_id, deterministic)
         self.schedule = Schedule(self.store.backend)
         self.robot_id = robot_id
-        self._layouts = itertools.cycle(context_sets(cfg)[0])
+        self._layouts = itertools.cycle(context_sets(cfg.task)[0])
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
         self._seq = 0

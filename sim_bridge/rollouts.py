@@ -8,14 +8,16 @@ built-in task runs in-process; LIBERO's worker processes plug in behind the same
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from tqdm.auto import tqdm
 
-from ript_robot.config import EvalConfig, RuntimeConfig
+from ript_robot.config import EvalConfig, QuickstartConfig, RuntimeConfig
 from ript_robot.envs.base import RobotEnv
+from ript_robot.envs.pick import PickEnv
 from ript_robot.policies.base import Policy
+from ript_robot.runtime.evaluate import EvalResult, evaluate
 from ript_robot.runtime.loop import EpisodeSink, run_episodes
-from ript_robot.train.evaluate import EvalResult, evaluate
 from ript_robot.types import Context, Episode
 
 
@@ -70,3 +72,8 @@ class SimRollouts:
         for env in self.envs:
             env.close()
         self.envs.clear()
+
+
+def builtin_rollouts(cfg: QuickstartConfig, max_envs: int = 256, robot_id: str = "sim") -> SimRollouts:
+    """Batched rollouts on the built-in task as configured."""
+    return SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime, max_envs, robot_id)

@@ -14,13 +14,13 @@ from conftest import IMAGE_SIZE, TINY, make_env, tiny_policy
 from synthetic import synthetic_episode
 
 from ript_robot.config import DetectorConfig, QuickstartConfig, SFTConfig
-from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.store import EpisodeStore
 from ript_robot.envs.demos import record_demonstrations
 from ript_robot.envs.pick import expert_action, make_contexts
 from ript_robot.labeling.app import LabelApp
 from ript_robot.labeling.server import LabelServer, build_app
 from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.policies.published import publish_policy
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
 from ript_robot.success.detector import SuccessDetector, episode_examples, fit_detector
 from sim_bridge.label_robot import SimRobot

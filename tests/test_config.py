@@ -166,3 +166,21 @@ SHIPPED_CLASSES = {"bag_topics.yaml": BagTopics}  # the rest are the main job's 
 def test_shipped_configs_load(path):
     cls = SHIPPED_CLASSES.get(path.name, QuickstartConfig)
     assert isinstance(load_config(cls, path), cls)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["ript.rollouts_per_context=1"], ["ript.rollouts_per_context", "greater than or equal to 2"]),
+        (
+            ["ript.rollouts_per_context=4", "ript.episode_budget=3"],
+            ["ript.episode_budget (3)", "ript.rollouts_per_context (4)", "at least 4, or 0"],
+        ),
+        (["ript.iterations=5", "trainer.max_staleness=5"], ["trainer.max_staleness (5)", "use 0..4"]),
+    ],
+)
+def test_a_recipe_that_cannot_work_is_refused_naming_the_key_and_the_range(overrides, named):
+    with pytest.raises(ConfigError) as caught:
+        load_config(QuickstartConfig, None, overrides)
+    for text in named:
+        assert text in str(caught.value)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ript_robot.data.backend import Backend
 from ript_robot.data.checkpoints import latest_version, published_versions, read_manifest
 from ript_robot.data.index import EpisodeRecord
-from ript_robot.policies import CheckpointError
+from ript_robot.types import CheckpointError
 
 log = logging.getLogger(__name__)
 

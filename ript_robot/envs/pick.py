@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ript_robot.envs.base import EnvSpec, RobotEnv, StepResult
 from ript_robot.types import Context, Observation
+
+if TYPE_CHECKING:
+    from ript_robot.config import TaskConfig
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -73,6 +77,17 @@ def make_contexts(scene: str, seeds: range | list[int], tasks: tuple[str, ...] =
         for t in tasks
         for s in seeds
     ]
+
+
+# Seed ranges keep the context sets disjoint: RIPT pool, held-out evaluation, demonstrations.
+TRAIN_SEEDS, HELDOUT_SEEDS, TARGET_DEMO_SEEDS, PRETRAIN_DEMO_SEEDS = 0, 10_000, 20_000, 30_000
+
+
+def context_sets(task: TaskConfig) -> tuple[list[Context], list[Context]]:
+    """The RIPT pool (training contexts) and the held-out contexts of the task's target scene."""
+    train = make_contexts(task.target_scene, range(TRAIN_SEEDS, TRAIN_SEEDS + task.train_contexts_per_task))
+    heldout = make_contexts(task.target_scene, range(HELDOUT_SEEDS, HELDOUT_SEEDS + task.heldout_contexts_per_task))
+    return train, heldout
 
 
 def _rotate(point: np.ndarray, degrees: float) -> np.ndarray:

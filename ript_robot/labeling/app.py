@@ -33,8 +33,8 @@ from ript_robot.data.store import EpisodeStore
 from ript_robot.data.usage import TrainingUse
 from ript_robot.labeling.auth import Pairing, Session
 from ript_robot.labeling.robot import RobotLink
-from ript_robot.policies import CheckpointError
 from ript_robot.success.labels import LabelDesk, LabelState
+from ript_robot.types import CheckpointError
 
 KEY_FRAMES = 4
 CORRECTIONS_SHOWN = 20  # labels corrected after training, newest first

@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Distribution, Laplace, Normal
 
 from ript_robot.config import PolicyConfig
-from ript_robot.types import ActionChunk, Observation
+from ript_robot.types import ActionChunk, CheckpointError, Observation
 
 Batch = dict[str, torch.Tensor]
 WEIGHTS_FILE = "model.safetensors"
@@ -61,10 +61,6 @@ def bounded_log_prob(dist: Distribution, actions: torch.Tensor, low: float, high
     below = _standard_log_cdf(dist, (low - loc) / scale)
     above = _standard_log_cdf(dist, (loc - high) / scale)
     return torch.where(actions >= high, above, torch.where(actions <= low, below, inside))
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or does not fit the policy that tries to load it."""
 
 
 class Policy(nn.Module, ABC):
@@ -216,7 +212,16 @@ class ConfiguredPolicy(Policy):
         self.cameras = tuple(cameras)
         self.state_dim = state_dim
         self.action_dim = action_dim
+        floor = config.min_std if isinstance(config.min_std, list) else [config.min_std] * action_dim
+        if len(floor) != action_dim:
+            raise ValueError(f"policy.min_std lists {len(floor)} floors for {action_dim} action dimensions")
+        self.register_buffer("min_std", torch.tensor(floor, dtype=torch.float32), persistent=False)
         self.build()
+
+    def bounded_scale(self, raw: torch.Tensor) -> torch.Tensor:
+        """Scales (..., A) in [min_std, max_std] per action dimension from the head's raw output."""
+        lo = self.min_std.to(device=raw.device, dtype=raw.dtype)
+        return lo + (self.config.max_std - lo) * torch.sigmoid(raw)
 
     @abstractmethod
     def build(self) -> None:

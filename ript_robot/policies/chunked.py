@@ -34,8 +34,7 @@ class ChunkedPolicy(VisionLanguagePolicy):
         h = self.trunk(self.features(batch))
         shape = (-1, self.config.chunk_size, self.action_dim)
         mean = self.mean_head(h).view(shape)
-        lo, hi = self.config.min_std, self.config.max_std
-        scale = lo + (hi - lo) * torch.sigmoid(self.scale_head(h).view(shape))
+        scale = self.bounded_scale(self.scale_head(h).view(shape))
         if self.config.distribution == "laplace":
             return Laplace(mean, scale)
         return Normal(mean, scale)

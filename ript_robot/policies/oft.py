@@ -223,8 +223,7 @@ class OftPolicy(ConfiguredPolicy):
 
     def scale(self, hidden: torch.Tensor) -> torch.Tensor:
         """Laplace scales (B, H, A) in [min_std, max_std]."""
-        lo, hi = self.config.min_std, self.config.max_std
-        return lo + (hi - lo) * torch.sigmoid(self.scale_head(hidden))
+        return self.bounded_scale(self.scale_head(hidden))
 
     def heads(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The chunk's action means and Laplace scales, each (B, H, A)."""

@@ -46,6 +46,7 @@ class RolloutBatch:
     old_log_prob: torch.Tensor  # (N, H) per action, as reported by act()
     advantages: torch.Tensor  # (N,)
     mask: torch.Tensor  # (N, H) 1.0 where a log-prob is credited: executed, not limited
+    weight: torch.Tensor | None = None  # (N,) each chunk's share in the loss's weighted mean (None: 1.0 each)
     executed_actions: int = 0  # actions the episodes executed
     clipped_actions: int = 0  # of those, changed by the safety filter
     limited_actions: int = 0  # of those, changed beyond the policy's bounds (never credited)
@@ -60,7 +61,12 @@ class RolloutBatch:
             self.old_log_prob[index],
             self.advantages[index],
             self.mask[index],
+            None if self.weight is None else self.weight[index],
         )
+
+    def loss_mask(self) -> torch.Tensor:
+        """(N, H) the credited log-probs, each with its weight in the loss's mean."""
+        return self.mask if self.weight is None else self.mask * self.weight[:, None]
 
 
 def credited(executed: int, limited: np.ndarray, span: int) -> np.ndarray:
@@ -80,14 +86,18 @@ def credited(executed: int, limited: np.ndarray, span: int) -> np.ndarray:
     return out
 
 
-def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
+def build_batch(policy: Policy, groups: Sequence[Group], weighting: str = "action") -> RolloutBatch | None:
     """Flatten groups into chunk samples with leave-one-out advantages; None if no signal.
 
     Unlabeled episodes are skipped (they get no advantage and are not in any baseline), and
     so are episodes whose advantage is exactly zero, which would add nothing to the loss.
     Actions the safety filter changed beyond the policy's bounds are masked out (`credited`).
+    weighting: "action", every credited action counts alike in the loss's mean (GRPO's token mean), or
+    "episode", every episode alike (a 50-step timeout no longer outweighs a 12-step success fourfold).
     """
-    observations, actions, old_log_prob, advantages, masks = [], [], [], [], []
+    if weighting not in ("action", "episode"):
+        raise ValueError(f"loss weighting must be 'action' or 'episode', got {weighting!r}")
+    observations, actions, old_log_prob, advantages, masks, weights = [], [], [], [], [], []
     h, span = policy.chunk_size, policy.log_prob_span
     executed_actions = clipped_actions = limited_actions = 0
     for group in groups:
@@ -102,12 +112,15 @@ def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
                 clipped_actions += s.safety_clipped
             executed_actions += int(executed.sum())
             limited_actions += int(limited.sum())
+            first_chunk = len(masks)
             for c, (chunk, obs, n) in enumerate(zip(episode.chunks, episode.chunk_observations, executed, strict=True)):
                 observations.append(obs)
                 actions.append(chunk.actions)
                 old_log_prob.append(chunk.step_log_prob)
                 advantages.append(advantage)
                 masks.append(credited(int(n), limited[c], span))
+            share = 1.0 / max(1, sum(int(m.sum()) for m in masks[first_chunk:])) if weighting == "episode" else 1.0
+            weights += [share] * (len(masks) - first_chunk)
     if not observations:
         return None
     return RolloutBatch(
@@ -116,6 +129,7 @@ def build_batch(policy: Policy, groups: Sequence[Group]) -> RolloutBatch | None:
         old_log_prob=torch.from_numpy(np.stack(old_log_prob)).float(),
         advantages=torch.tensor(advantages, dtype=torch.float32),
         mask=torch.from_numpy(np.stack(masks)).float(),
+        weight=None if weighting == "action" else torch.tensor(weights, dtype=torch.float32),
         executed_actions=executed_actions,
         clipped_actions=clipped_actions,
         limited_actions=limited_actions,
@@ -143,7 +157,7 @@ def ppo_loss(
     adv = advantages[:, None]
     pg_loss1 = -adv * ratio
     pg_loss2 = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    tokens = max(float(mask.sum()), 1.0) if tokens is None else tokens
+    tokens = (float(mask.sum()) or 1.0) if tokens is None else tokens
     loss = (torch.max(pg_loss1, pg_loss2) * mask).sum() / tokens
     with torch.no_grad():
         approx_kl = ((((ratio - 1.0) - log_ratio) * mask).sum() / tokens).item()
@@ -197,6 +211,7 @@ def ppo_update(
             start = policy.log_prob(mine.inputs, mine.actions)
             error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() * weight
         initial_ratio_error = all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
+    loss_mask = batch.loss_mask()  # weighted: each minibatch's loss is a weighted mean over its credited log-probs
     keys = ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
     sums = dict.fromkeys(keys, 0.0)
     steps = 0
@@ -207,13 +222,13 @@ def ppo_update(
         order = torch.randperm(len(batch), generator=generator)
         for begin in range(0, len(batch), config.minibatch_size):
             minibatch = order[begin : begin + config.minibatch_size]
-            tokens = max(float(batch.mask[minibatch].sum()), 1.0)
+            tokens = float(loss_mask[minibatch].sum()) or 1.0
             mb, weight = share_of(minibatch)
             loss, diag = ppo_loss(
                 policy.log_prob(mb.inputs, mb.actions),
                 mb.old_log_prob,
                 mb.advantages,
-                mb.mask,
+                mb.loss_mask(),
                 config.clip_low,
                 config.clip_high,
                 tokens,

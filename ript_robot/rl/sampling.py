@@ -3,8 +3,9 @@
 A group whose K binary rewards are all equal has zero leave-one-out advantage everywhere and
 only dilutes the update, so RIPT drops it and samples another context until the batch holds
 `groups_wanted` informative groups. The reference implementation loops until the batch is
-full, forever when every context is always solved (or never); here the number of sampling
-rounds is bounded, and the iteration goes on with what it has.
+full, forever when every context is always solved (or never); here the groups an iteration
+may schedule are bounded (`GroupSampler`, shared by the in-process learner and the store
+trainer), and the iteration goes on with what it has.
 """
 
 from __future__ import annotations
@@ -131,6 +132,70 @@ def context_pool(contexts: Sequence[Context], config: RIPTConfig, seed: int = 0)
     return ContextPool(contexts, seed, config.context_selection, config.rollouts_per_context)
 
 
+def groups_left(config: RIPTConfig, spent: int) -> int | None:
+    """Groups of K the run's `episode_budget` still pays for after `spent` episodes (None: no budget)."""
+    return None if not config.episode_budget else max(0, config.episode_budget - spent) // config.rollouts_per_context
+
+
+class GroupSampler:
+    """Dynamic sampling's decisions for one iteration: how many groups to schedule and which to keep.
+
+    The one scheduling core of RIPT: the in-process learner (`collect_groups`: rounds run one after
+    another, nothing waits between them) and the store trainer (groups come back in any order, those
+    still waiting count as outstanding) both drive it, so a recipe behaves the same in the quickstart,
+    in `ript train` with actors and on the arm. Each iteration wants `wanted` informative groups and may
+    schedule at most `budget` groups (`wanted * max_rounds` with dynamic sampling, `wanted` without).
+    """
+
+    def __init__(
+        self,
+        pool: ContextPool,
+        wanted: int,
+        dynamic_sampling: bool = True,
+        max_rounds: int = 4,
+        max_groups: int | None = None,
+    ):
+        """max_groups: what is left of the run's episode budget, in groups (None: no limit)."""
+        if wanted < 1:
+            raise ValueError(f"groups wanted per iteration must be >= 1, got {wanted}")
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+        self.pool, self.wanted, self.dynamic_sampling = pool, wanted, dynamic_sampling
+        self.budget = wanted * max_rounds if dynamic_sampling else wanted
+        if max_groups is not None:
+            self.budget = max(0, min(self.budget, max_groups))
+        self.scheduled = 0  # groups this iteration scheduled
+        self.stats = SamplingStats()
+
+    @classmethod
+    def for_config(cls, pool: ContextPool, config: RIPTConfig, spent: int = 0) -> GroupSampler:
+        """The sampler a RIPT config asks for, `spent` episodes into the run's `episode_budget`."""
+        return cls(
+            pool,
+            config.groups_per_iteration,
+            config.dynamic_sampling,
+            config.max_sampling_rounds,
+            groups_left(config, spent),
+        )
+
+    def schedule(self, waiting: int = 0) -> list[Context]:
+        """Contexts to roll out now, K each: what the accepted and `waiting` groups leave missing, within budget."""
+        n = min(self.wanted - self.stats.accepted - waiting, self.budget - self.scheduled)
+        if n <= 0:
+            return []
+        self.scheduled += n
+        return self.pool.take(n)
+
+    def judge(self, context_id: str, rewards: Sequence[float | None]) -> bool:
+        """Whether a finished group is kept for the update; the pool learns its rewards either way."""
+        self.pool.observe(context_id, rewards)
+        return self.stats.judge(rewards, self.dynamic_sampling)
+
+    def done(self, waiting: int = 0) -> bool:
+        """Enough informative groups, or nothing left to wait for and the budget spent."""
+        return self.stats.accepted >= self.wanted or (waiting == 0 and self.scheduled >= self.budget)
+
+
 def collect_groups(
     pool: ContextPool,
     rollout: Callable[[list[Context]], list[Episode]],
@@ -138,31 +203,51 @@ def collect_groups(
     groups_wanted: int,
     dynamic_sampling: bool = True,
     max_rounds: int = 4,
+    max_groups: int | None = None,
 ) -> tuple[list[Group], SamplingStats]:
     """Roll out K episodes for each of `groups_wanted` contexts, replacing uninformative groups.
 
     rollout(contexts) must return one episode per given context, in order. With
-    dynamic_sampling=False every group is kept, as in plain GRPO/RLOO. At most `max_rounds`
-    rounds run, so the call ends even when every group is uniform.
+    dynamic_sampling=False every group is kept, as in plain GRPO/RLOO. At most
+    `groups_wanted * max_rounds` groups are rolled out, so the call ends even when every group
+    is uniform, nor more than `max_groups` (`GroupSampler` decides; this runs its rounds one after another).
     """
     if rollouts_per_context < 2:
         raise ValueError(f"rollouts_per_context must be >= 2 for a leave-one-out baseline, got {rollouts_per_context}")
-    if max_rounds < 1:
-        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-    stats = SamplingStats()
+    sampler = GroupSampler(pool, groups_wanted, dynamic_sampling, max_rounds, max_groups)
+    stats = sampler.stats
     accepted: list[Group] = []
-    while len(accepted) < groups_wanted and stats.rounds < max_rounds:
+    while not sampler.done():
+        contexts = sampler.schedule()
         stats.rounds += 1
-        contexts = pool.take(groups_wanted - len(accepted))
         episodes = rollout([c for c in contexts for _ in range(rollouts_per_context)])
         if len(episodes) != len(contexts) * rollouts_per_context:
             raise RuntimeError(f"rollout returned {len(episodes)} episodes for {len(contexts) * rollouts_per_context}")
         stats.episodes.extend(episodes)
         for g, context in enumerate(contexts):
             group = Group(context, episodes[g * rollouts_per_context : (g + 1) * rollouts_per_context])
-            pool.observe(context.context_id, group.rewards)
-            if stats.judge(group.rewards, dynamic_sampling):
+            if sampler.judge(context.context_id, group.rewards):
                 accepted.append(group)
-        if not dynamic_sampling:
-            break
     return accepted, stats
+
+
+class Replay:
+    """Accepted groups that join more than one update (`reuse_updates`): their chunks keep the log-probs
+    they were sampled with, so the PPO ratio stays exact and its clip bounds how far stale samples move
+    the policy. Held in memory (a restarted trainer starts without replay)."""
+
+    def __init__(self, reuse_updates: int = 1):
+        if reuse_updates < 1:
+            raise ValueError(f"reuse_updates must be >= 1, got {reuse_updates}")
+        self.reuse_updates = reuse_updates
+        self._held: list[tuple[Group, int]] = []  # groups of earlier updates, with updates left
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def batch(self, accepted: list[Group]) -> list[Group]:
+        """The groups of this update: the newly accepted ones, then the replayed; advances the replay."""
+        groups = accepted + [g for g, _ in self._held]
+        self._held = [(g, n - 1) for g, n in self._held if n > 1]
+        self._held += [(g, self.reuse_updates - 1) for g in accepted if self.reuse_updates > 1]
+        return groups

@@ -17,7 +17,7 @@ import torch
 from ript_robot.config import RIPTConfig
 from ript_robot.policies.base import Policy
 from ript_robot.rl.ppo import build_batch, ppo_update
-from ript_robot.rl.sampling import ContextPool, Group, collect_groups
+from ript_robot.rl.sampling import ContextPool, Replay, collect_groups, groups_left
 from ript_robot.runtime.loop import success_rate
 from ript_robot.types import Context, Episode
 
@@ -25,9 +25,7 @@ from ript_robot.types import Context, Episode
 class RIPTLearner:
     """Leave-one-out PPO with dynamic rollout sampling on a pool of contexts.
 
-    With `reuse_updates` > 1 each accepted group also joins the next updates (replay): its chunks
-    keep the log-probs they were sampled with, so the PPO ratio stays exact and its clip bounds
-    how far stale samples move the policy."""
+    With `reuse_updates` > 1 each accepted group also joins the next updates (`rl.sampling.Replay`)."""
 
     def __init__(self, policy: Policy, pool: ContextPool, config: RIPTConfig, seed: int = 0):
         self.policy = policy
@@ -36,7 +34,13 @@ class RIPTLearner:
         self.optimizer = torch.optim.Adam(policy.rl_parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(seed)
         self.iteration = 0
-        self.replay: list[tuple[Group, int]] = []  # accepted groups of earlier iterations, with updates left
+        self.replay = Replay(config.reuse_updates)
+        self.episodes = 0  # rollouts sampled so far, dropped groups included: what `episode_budget` counts
+
+    @property
+    def spent(self) -> bool:
+        """The run's `episode_budget` cannot pay for another group."""
+        return groups_left(self.config, self.episodes) == 0
 
     def step(self, rollout: Callable[[list[Context]], list[Episode]]) -> dict[str, Any]:
         """Run one iteration; the policy's version goes up by one when it was updated."""
@@ -48,7 +52,9 @@ class RIPTLearner:
             cfg.groups_per_iteration,
             dynamic_sampling=cfg.dynamic_sampling,
             max_rounds=cfg.max_sampling_rounds,
+            max_groups=groups_left(cfg, self.episodes),
         )
+        self.episodes += len(stats.episodes)
         self.iteration += 1
         metrics: dict[str, Any] = {
             "iteration": self.iteration,
@@ -60,10 +66,8 @@ class RIPTLearner:
             "rejected_all_success": stats.rejected_all_success,
             "rejected_all_failure": stats.rejected_all_failure,
         }
-        batch = build_batch(self.policy, groups + [g for g, _ in self.replay])
         metrics["replayed_groups"] = len(self.replay)
-        self.replay = [(g, n - 1) for g, n in self.replay if n > 1]
-        self.replay += [(g, cfg.reuse_updates - 1) for g in groups if cfg.reuse_updates > 1]
+        batch = build_batch(self.policy, self.replay.batch(groups), cfg.loss_weighting)
         if batch is None:
             metrics["updated"] = False
             return metrics

@@ -29,19 +29,12 @@ from tqdm.auto import tqdm
 
 from ript_robot.config import RIPTConfig, TrainerConfig
 from ript_robot.data.backend import StoreError
-from ript_robot.data.checkpoints import (
-    latest_version,
-    load_published,
-    publish_policy,
-    published_versions,
-    read_manifest,
-    read_optimizer,
-    save_optimizer,
-)
+from ript_robot.data.checkpoints import latest_version, published_versions, read_manifest
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeCorrupt, EpisodeStore
 from ript_robot.data.usage import TrainingUse
 from ript_robot.policies.base import Policy
+from ript_robot.policies.published import load_published, publish_policy, read_optimizer, save_optimizer
 from ript_robot.rl.distributed import (
     barrier,
     broadcast,
@@ -52,7 +45,15 @@ from ript_robot.rl.distributed import (
     shard,
 )
 from ript_robot.rl.ppo import build_batch, ppo_update
-from ript_robot.rl.sampling import Group, SamplingStats, context_pool, is_informative
+from ript_robot.rl.sampling import (
+    Group,
+    GroupSampler,
+    Replay,
+    SamplingStats,
+    context_pool,
+    groups_left,
+    is_informative,
+)
 from ript_robot.runtime.timing import WallClock
 from ript_robot.train.ledger import GroupState, Ledger, LedgerGroup
 from ript_robot.train.logging import MetricsLogger
@@ -91,6 +92,7 @@ class StoreTrainer:
         self._read: dict[str, Episode] = {}  # members of the groups accepted this iteration, read and verified
         self.use = TrainingUse(store.backend)
         self.reported: set[str] = set()  # corrections already printed
+        self.replay = Replay(ript.reuse_updates)  # accepted groups that join the next updates too (in memory)
         self.abort_reason: str | None = None  # set from another thread (e.g. its actor died): stop waiting
 
     def start(self, initial: Policy | None = None) -> bool:
@@ -144,6 +146,11 @@ class StoreTrainer:
             total=iterations, initial=min(self.policy.version, iterations), desc="RIPT", disable=not progress
         ) as bar:
             while self.policy.version < iterations:
+                if groups_left(self.ript, len(self.consumed)) == 0:
+                    tqdm.write(
+                        f"ript.episode_budget ({self.ript.episode_budget}) spent: stopping at v{self.policy.version}"
+                    )
+                    break
                 metrics = self.iteration(bar)
                 history.append(metrics)
                 if self.logger is not None:
@@ -170,7 +177,7 @@ class StoreTrainer:
                 if len(episodes) != len(ids):
                     raise StoreError(f"rank {data_parallel()[0]} could not read every episode rank 0 trained on")
                 groups.append(Group(episodes[0].meta.context, episodes))
-            batch = build_batch(self.policy, groups)
+            batch = build_batch(self.policy, groups, self.ript.loss_weighting)
             assert batch is not None, "rank 0 named groups without signal"
             ppo_update(self.policy, self.optimizer, batch, self.ript, self.generator)
             self.policy.version += 1
@@ -223,12 +230,9 @@ class StoreTrainer:
         actor claimed them and went away."""
         assert self.policy is not None and self.optimizer is not None, "call start() first"
         cfg, v = self.ript, self.policy.version
-        wanted = cfg.groups_per_iteration
-        budget = wanted * cfg.max_sampling_rounds if cfg.dynamic_sampling else wanted
-        scheduled = 0  # groups this iteration scheduled (waiting ones from before count as outstanding)
+        sampler = GroupSampler.for_config(self.pool, cfg, len(self.consumed))  # as the in-process learner decides
         accepted: list[LedgerGroup] = []
         rejected: list[LedgerGroup] = []
-        stats = SamplingStats()
         judged: set[str] = set()
         start = last_progress = self.clock.time()
         progress: tuple[int, int] | None = None
@@ -241,15 +245,11 @@ class StoreTrainer:
                     continue
                 group.judged_at = ledger.now
                 judged.update(r.episode_id for r in group.members)
-                self.pool.observe(group.context.context_id, group.rewards)
-                (accepted if stats.judge(group.rewards, cfg.dynamic_sampling) else rejected).append(group)
+                (accepted if sampler.judge(group.context.context_id, group.rewards) else rejected).append(group)
             waiting = ledger.in_state(GroupState.WAITING)
-            if len(accepted) >= wanted or (not waiting and (scheduled >= budget or not cfg.dynamic_sampling)):
+            if sampler.done(len(waiting)):
                 break
-            replace = min(wanted - len(accepted) - len(waiting), budget - scheduled)
-            if replace > 0:  # a context in place of each uniform group (dynamic sampling), or first work
-                self._schedule(self.pool.take(replace))
-                scheduled += replace
+            self._schedule(sampler.schedule(len(waiting)))  # first work, or a context in place of a uniform group
             if holes := ledger.holes():
                 self.schedule.write_replacements(v, holes)
             now = self.clock.time()
@@ -264,11 +264,11 @@ class StoreTrainer:
                 last_progress = now
             if bar is not None:
                 bar.set_postfix_str(
-                    f"v{v}: {len(accepted)}/{wanted} groups, {len(rejected)} uniform, {len(waiting)} waiting, "
+                    f"v{v}: {len(accepted)}/{sampler.wanted} groups, {len(rejected)} uniform, {len(waiting)} waiting, "
                     f"{ledger.backlog()} to label"
                 )
             self.clock.sleep(self.config.poll_s)
-        return self._update(v, accepted, rejected, stats, judged, self.clock.time() - start, ledger)
+        return self._update(v, accepted, rejected, sampler.stats, judged, self.clock.time() - start, ledger)
 
     def corrections(self) -> list[str]:
         """Episodes whose label changed after an update used them: 'episode <id>: used as ... by vN, now ...'."""
@@ -319,7 +319,9 @@ class StoreTrainer:
                 episode.meta.label = label  # learn from the labels the group was judged on, not a newer, unsettled one
             groups.append(Group(g.context, episodes))
         self._read.clear()
-        batch = build_batch(self.policy, groups) if groups else None
+        metrics["replayed_groups"] = len(self.replay)
+        groups = self.replay.batch(groups)
+        batch = build_batch(self.policy, groups, self.ript.loss_weighting) if groups else None
         if batch is not None:  # data-parallel ranks update alongside on the same groups (a no-op alone)
             broadcast([[e.meta.episode_id for e in g.episodes] for g in groups])
         if batch is None:
@@ -333,7 +335,7 @@ class StoreTrainer:
         metrics["update_s"] = time.monotonic() - start
         optimizer_state, state = self._gathered()
         save_optimizer(self.backend, self.policy.version, optimizer_state)
-        trained_on = sorted(e.meta.episode_id for g in groups for e in g.episodes)
+        trained_on = sorted({e.meta.episode_id for g in groups for e in g.episodes})
         publish_policy(
             self.backend,
             self.policy,
@@ -342,9 +344,17 @@ class StoreTrainer:
                 "trained_on": trained_on,
                 "rejected": sorted(judged - set(trained_on)),
                 "labels_used": {  # what each episode was judged with, and when (wall time of the trainer's clock)
-                    r.episode_id: {"success": label.success, "time": label.time, "judged_at": g.judged_at}
-                    for g in accepted + rejected
-                    for r, label in zip(g.members, g.labels, strict=True)
+                    **{  # replayed groups (reuse_updates > 1): the labels they were judged with before
+                        e.meta.episode_id: {"success": e.meta.label.success, "time": e.meta.label.time}
+                        for g in groups
+                        for e in g.episodes
+                        if e.meta.label is not None
+                    },
+                    **{
+                        r.episode_id: {"success": label.success, "time": label.time, "judged_at": g.judged_at}
+                        for g in accepted + rejected
+                        for r, label in zip(g.members, g.labels, strict=True)
+                    },
                 },
                 "metrics": metrics,
                 "corrections": corrections,

@@ -17,17 +17,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from ript_robot.data.backend import Backend
-from ript_robot.data.checkpoints import (
-    LATEST,
-    PolicyFollower,
-    latest_version,
-    load_published,
-    publish_policy,
-    read_optimizer,
-    save_optimizer,
-)
+from ript_robot.data.checkpoints import LATEST, latest_version
 from ript_robot.data.local_s3 import s3_environment
 from ript_robot.policies import CheckpointError
+from ript_robot.policies.published import PolicyFollower, load_published, publish_policy, read_optimizer, save_optimizer
 from ript_robot.rl.distributed import load_full_optimizer_state
 
 

@@ -15,9 +15,9 @@ from test_rosbag import TOPICS, default_streams, write_bag
 
 from ript_robot.cli import main as ript
 from ript_robot.data import EpisodeStore
-from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.schedule import Schedule
 from ript_robot.envs.pick import make_contexts
+from ript_robot.policies.published import publish_policy
 
 
 @pytest.fixture

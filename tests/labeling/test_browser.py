@@ -7,7 +7,7 @@ from conftest import tiny_policy
 from playwright.sync_api import expect
 from synthetic import synthetic_episode
 
-from ript_robot.data.checkpoints import publish_policy
+from ript_robot.policies.published import publish_policy
 from ript_robot.runtime.loop import FAULT_REASON
 from ript_robot.success.labels import LabelDesk
 

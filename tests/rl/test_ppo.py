@@ -235,3 +235,22 @@ def test_a_token_policy_is_credited_and_averaged_per_token():
     shifted = batch.old_log_prob + 0.1 * (torch.arange(policy.chunk_size) % 2 == 0)  # every token's log-prob
     _, diag = ppo_loss(shifted, batch.old_log_prob, batch.advantages, batch.mask, CLIP_LOW, CLIP_HIGH)
     assert diag["ratio_mean"] == pytest.approx(math.exp(0.1), rel=1e-5)  # not diluted by log-prob-0 actions
+
+
+def test_episode_weighting_gives_every_episode_the_same_share_of_the_loss(policy):
+    """A long failure (6 credited actions) and a short success (3) weigh alike; per action, 2:1."""
+    contexts, obs = _observations(1)
+    group = Group(
+        contexts[0],
+        [_episode(contexts[0], obs[0], 1.0, [3], fill=1.0), _episode(contexts[0], obs[0], 0.0, [4, 2], fill=10.0)],
+    )
+    by_action, by_episode = build_batch(policy, [group]), build_batch(policy, [group], "episode")
+    assert by_action.weight is None and torch.equal(by_action.loss_mask(), by_action.mask)
+    per_episode = by_episode.loss_mask().sum(dim=1)
+    torch.testing.assert_close(per_episode[:1].sum(), torch.tensor(1.0))  # the success: one chunk
+    torch.testing.assert_close(per_episode[1:].sum(), torch.tensor(1.0))  # the failure: two chunks
+    # the loss is a weighted mean: a success-only and a failure-only view pull with equal total weight
+    out = ppo_update(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), by_episode, RIPTConfig(ppo_epochs=1))
+    assert math.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="'action' or 'episode'"):
+        build_batch(policy, [group], "token")

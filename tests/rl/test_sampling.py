@@ -4,9 +4,12 @@ from collections import Counter
 
 import pytest
 from conftest import fake_episode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ript_robot.config import RIPTConfig
 from ript_robot.rl.advantage import is_informative
-from ript_robot.rl.sampling import ContextPool, collect_groups
+from ript_robot.rl.sampling import ContextPool, GroupSampler, collect_groups, groups_left
 from ript_robot.types import Context
 
 K = 4
@@ -183,3 +186,56 @@ def test_informative_selection_rolls_out_contexts_that_came_back_mixed_more_and_
 def test_an_unknown_context_selection_is_refused():
     with pytest.raises(ValueError, match="uniform' or 'informative"):
         ContextPool([ctx("mixed_a")], selection="greedy")
+
+
+def test_the_sampler_counts_waiting_groups_as_outstanding_and_never_exceeds_its_budget():
+    """The store trainer's use: groups come back in any order, those still out are not scheduled twice."""
+    pool = ContextPool([ctx(n) for n in ("mixed_a", "all_success", "all_failure")], seed=0)
+    sampler = GroupSampler(pool, wanted=3, max_rounds=2)
+    assert sampler.budget == 6
+    assert len(sampler.schedule(waiting=0)) == 3
+    assert sampler.schedule(waiting=3) == []  # all three are out: nothing more to schedule
+    assert not sampler.done(waiting=3)
+    assert not sampler.judge("all_success", REWARDS["all_success"])
+    assert len(sampler.schedule(waiting=2)) == 1  # one in place of the uniform group
+    assert sampler.judge("mixed_a", REWARDS["mixed_a"])
+    assert sampler.stats.accepted == 1 and sampler.stats.rejected_all_success == 1
+    assert len(sampler.schedule(waiting=0)) == 2 and sampler.scheduled == 6
+    assert sampler.schedule(waiting=0) == []  # the budget is spent
+    assert not sampler.done(waiting=1)  # but a group is still out
+    assert sampler.done(waiting=0)
+
+
+def test_without_dynamic_sampling_the_budget_is_one_group_per_wanted_and_every_group_counts():
+    pool = ContextPool([ctx(n) for n in ("all_success", "all_failure")], seed=0)
+    sampler = GroupSampler(pool, wanted=2, dynamic_sampling=False, max_rounds=4)
+    assert sampler.budget == 2 and not sampler.done()
+    assert len(sampler.schedule()) == 2
+    assert sampler.judge("all_success", REWARDS["all_success"]) and sampler.judge("all_failure", REWARDS["all_failure"])
+    assert sampler.done()
+
+
+@given(
+    wanted=st.integers(1, 6),
+    rounds=st.integers(1, 4),
+    max_groups=st.none() | st.integers(0, 30),
+    names=st.lists(st.sampled_from(sorted(REWARDS)), min_size=1, max_size=6, unique=True),
+)
+@settings(max_examples=60, deadline=None)
+def test_collect_groups_stays_within_budget_and_stops(wanted, rounds, max_groups, names):
+    rollout = FakeRollout()
+    pool = ContextPool([ctx(n) for n in names], seed=0)
+    groups, stats = collect_groups(pool, rollout, K, wanted, max_rounds=rounds, max_groups=max_groups)
+    rolled = len(stats.episodes) // K
+    cap = wanted * rounds if max_groups is None else min(wanted * rounds, max_groups)
+    assert rolled <= cap
+    assert len(groups) == stats.accepted <= wanted
+    assert len(groups) == wanted or rolled == cap  # it stops only when satisfied or out of budget
+
+
+@pytest.mark.parametrize(
+    ("budget", "k", "spent", "left"), [(0, 4, 100, None), (10, 4, 0, 2), (10, 4, 8, 0), (8, 4, 9, 0)]
+)
+def test_groups_left_in_the_episode_budget(budget, k, spent, left):
+    config = RIPTConfig(rollouts_per_context=k, episode_budget=budget)
+    assert groups_left(config, spent) == left

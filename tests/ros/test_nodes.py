@@ -30,10 +30,10 @@ from std_srvs.srv import SetBool, Trigger
 
 from ript_robot.config import LiberoEnvConfig, PolicyConfig
 from ript_robot.data import EpisodeStore
-from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.schedule import Schedule
 from ript_robot.envs.pick import make_contexts
 from ript_robot.policies import make_policy
+from ript_robot.policies.published import publish_policy
 
 REPO = Path(__file__).parents[2]
 WORKSPACE = REPO / "calibration" / "sim_pick_workspace.yaml"

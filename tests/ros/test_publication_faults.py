@@ -12,9 +12,9 @@ from rosutil import ros_context, spinning, wait_for
 from test_nodes import Listener, as_overrides, policy_parameters, sim_parameters
 
 from ript_robot.data import EpisodeStore
-from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.schedule import Schedule
 from ript_robot.envs.pick import make_contexts
+from ript_robot.policies.published import publish_policy
 
 
 def test_a_damaged_publication_never_stops_the_node_and_is_reported_on_diagnostics(tmp_path: Path) -> None:

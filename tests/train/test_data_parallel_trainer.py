@@ -9,7 +9,8 @@ import torch.multiprocessing as mp
 from data_parallel_ranks import ITERATIONS, rank_main
 
 from ript_robot.data import EpisodeStore
-from ript_robot.data.checkpoints import load_published, published_versions, read_manifest, read_optimizer
+from ript_robot.data.checkpoints import published_versions, read_manifest
+from ript_robot.policies.published import load_published, read_optimizer
 
 
 def test_a_follower_rank_ends_with_the_weights_rank_0_published(tmp_path: Path) -> None:

@@ -77,3 +77,16 @@ def test_reused_groups_join_the_next_updates_scored_against_their_stored_log_pro
     third = learner.step(sim_rollout(policy, relabel=lambda i: False))
     assert third["replayed_groups"] == 2  # the second iteration's groups; the first's were used twice
     assert third["updated"]  # an iteration without new signal still learns from what it replays
+
+
+def test_the_episode_budget_bounds_every_rollout_the_learner_samples():
+    """ript.episode_budget counts dropped groups too; the learner never samples past it."""
+    policy = tiny_policy(seed=0)
+    config = CONFIG.model_copy(update={"episode_budget": 7})  # three groups of K=2 fit, a fourth does not
+    learner = RIPTLearner(policy, ContextPool(CONTEXTS, seed=0), config, seed=0)
+    rollout = sim_rollout(policy, relabel=lambda i: False)  # every group uniform: each iteration spends its budget
+    spent = []
+    while not learner.spent:
+        spent.append(learner.step(rollout)["episodes"])
+    assert spent == [6]  # 2 groups wanted x 2 rounds would be 8 episodes; the budget pays for 3 groups
+    assert learner.episodes == 6

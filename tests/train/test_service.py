@@ -16,8 +16,9 @@ from synthetic import subprocess_env
 
 from ript_robot.config import RIPTConfig, TrainerConfig
 from ript_robot.data import EpisodeStore
-from ript_robot.data.checkpoints import publish_policy, published_versions, read_manifest
+from ript_robot.data.checkpoints import published_versions, read_manifest
 from ript_robot.data.schedule import Schedule
+from ript_robot.policies.published import publish_policy
 from ript_robot.train.service import StoreTrainer
 
 HERE = Path(__file__).resolve().parent
@@ -134,3 +135,22 @@ def test_damaged_rollouts_are_never_trained_on_and_their_slots_run_again(tmp_pat
     assert history[-1]["damaged_episodes"] == len(trainer.damaged)
     report = store.verify()
     assert {p.split()[1].rstrip(":") for p in report.problems} == set(damaged)
+
+
+def test_the_trainer_schedules_as_the_in_process_learner_does(tmp_path: Path) -> None:
+    """The same GroupSampler: without dynamic sampling every group is kept (uniform ones too), and the run
+    stops once `ript.episode_budget` cannot pay for another group, every counted rollout included."""
+    store = EpisodeStore(tmp_path)
+    fleet = FakeFleet(str(tmp_path))
+    fleet.start()
+    ript = ript_config().model_copy(update={"dynamic_sampling": False, "episode_budget": 30})
+    trainer = StoreTrainer(store, contexts(8), ript, trainer_config())
+    trainer.start(tiny_policy())
+    history = trainer.run(5, progress=False)
+    fleet.join(timeout=30)
+    assert [h["groups_accepted"] for h in history] == [3, 3, 1]  # 12 + 12 + the one group of 4 that still fits
+    assert all(h["groups_rejected"] == 0 for h in history)
+    published = manifests(store)
+    assert [m["version"] for m in published] == [0, 1, 2, 3]
+    used = [i for m in published[1:] for i in m["trained_on"] + m["rejected"]]
+    assert len(used) == len(set(used)) == 28 <= ript.episode_budget

@@ -23,10 +23,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ript_robot.calibration.models import WorkspaceCalibration, load_workspace
 from ript_robot.config import ConfigError
-from ript_robot.data.checkpoints import PolicyFollower
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
 from ript_robot.policies import CheckpointError, Policy, load_policy
+from ript_robot.policies.published import PolicyFollower
 from ript_robot.runtime.inference import InferenceWorker
 from ript_robot.runtime.loop import EpisodeController
 from ript_robot.runtime.safety import SafetyFilter

@@ -17,13 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ript_robot.config import ConfigError, QuickstartConfig
-from ript_robot.data.checkpoints import PolicyFollower
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
+from ript_robot.policies.published import PolicyFollower
 from ript_robot.runtime.loop import EpisodeSink
 from ript_robot.types import ActionChunk, EpisodeMeta, Label, Observation, StepRecord
-from sim_bridge.quickstart import builtin_rollouts
-from sim_bridge.rollouts import SimRollouts
+from sim_bridge.rollouts import SimRollouts, builtin_rollouts
 
 
 @dataclass

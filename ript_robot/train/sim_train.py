@@ -26,16 +26,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ript_robot.config import LiberoConfig, QuickstartConfig
-from ript_robot.data.checkpoints import latest_version, load_published
+from ript_robot.data.checkpoints import latest_version
 from ript_robot.data.store import EpisodeStore
 from ript_robot.envs.demos import record_demonstrations
 from ript_robot.policies import Policy, make_policy
+from ript_robot.policies.published import load_published
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
-from ript_robot.train.evaluate import EvalResult
+from ript_robot.runtime.evaluate import EvalResult
 from ript_robot.train.logging import MetricsLogger, plot_success
 from ript_robot.train.service import StoreTrainer
+from ript_robot.train.sim_actor import ActorReport, run_actor
 from ript_robot.types import Context, Episode
-from sim_bridge.actor import ActorReport, run_actor
 from sim_bridge.libero_demos import demo_file, read_libero_demos
 from sim_bridge.libero_env import LiberoEnv, libero_contexts
 from sim_bridge.libero_expert import LiberoExpert

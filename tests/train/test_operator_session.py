@@ -8,8 +8,8 @@ from pathlib import Path
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
 from ript_robot.envs.pick import make_contexts
+from ript_robot.train.operator_session import cloned_policy, run_session, session_config, session_figures
 from sim_bridge.operator import OperatorConfig
-from sim_bridge.operator_session import cloned_policy, run_session, session_config, session_figures
 
 STALENESS = 1
 

@@ -14,13 +14,12 @@ from conftest import tiny_policy
 from ript_robot.config import QuickstartConfig
 from ript_robot.data import EpisodeStore
 from ript_robot.data.backend import Backend
-from ript_robot.data.checkpoints import publish_policy
 from ript_robot.data.schedule import Schedule
 from ript_robot.envs.pick import make_contexts
+from ript_robot.policies.published import publish_policy
+from ript_robot.train.sim_actor import ActorReport, run_actor
 from ript_robot.types import Episode
-from sim_bridge.actor import ActorReport, run_actor
-from sim_bridge.quickstart import builtin_rollouts
-from sim_bridge.rollouts import SimRollouts
+from sim_bridge.rollouts import SimRollouts, builtin_rollouts
 
 CFG = QuickstartConfig(
     task={"image_size": 32, "max_steps": 8},

@@ -4,7 +4,7 @@ import pytest
 from conftest import fake_episode
 
 from ript_robot.config import EvalConfig
-from ript_robot.train.evaluate import EvalResult, evaluate, wilson_interval
+from ript_robot.runtime.evaluate import EvalResult, evaluate, wilson_interval
 from ript_robot.types import Context
 
 

@@ -20,25 +20,26 @@ import numpy as np
 import torch
 
 from ript_robot.config import QuickstartConfig, SFTConfig
-from ript_robot.data.checkpoints import PolicyFollower, load_published, published_versions, read_manifest
+from ript_robot.data.checkpoints import published_versions, read_manifest
 from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
 from ript_robot.envs.demos import record_demonstrations
 from ript_robot.envs.pick import PickEnv, expert_action, make_contexts
 from ript_robot.policies import make_policy
 from ript_robot.policies.base import Policy
+from ript_robot.policies.published import PolicyFollower, load_published
 from ript_robot.rl.ppo import build_batch
 from ript_robot.rl.sampling import Group
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
 from ript_robot.runtime.timing import ScaledClock
 from ript_robot.train.service import StoreTrainer
+from ript_robot.train.sim_actor import run_actor
 from ript_robot.types import Context, Label
-from sim_bridge.actor import run_actor
 from sim_bridge.operator import OperatorConfig, ScriptedOperator
-from sim_bridge.quickstart import builtin_rollouts
+from sim_bridge.rollouts import builtin_rollouts
 
 # the simulated arm's workspace calibration: its step and box limits are clips beyond the policy's bounds
-WORKSPACE = Path(__file__).parents[1] / "calibration" / "sim_pick_workspace.yaml"
+WORKSPACE = Path(__file__).parents[2] / "calibration" / "sim_pick_workspace.yaml"
 
 
 def session_config(staleness: int, groups: int = 2, rollouts_per_context: int = 4) -> QuickstartConfig:

@@ -21,30 +21,20 @@ from tqdm.auto import tqdm
 
 from ript_robot.config import QuickstartConfig, dump_config
 from ript_robot.envs.demos import record_demonstrations
-from ript_robot.envs.pick import PickEnv, expert_action, make_contexts
+from ript_robot.envs.pick import (
+    PRETRAIN_DEMO_SEEDS,
+    TARGET_DEMO_SEEDS,
+    PickEnv,
+    context_sets,
+    expert_action,
+    make_contexts,
+)
 from ript_robot.policies import Policy, load_policy, make_policy
 from ript_robot.rl.sampling import context_pool
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
 from ript_robot.train.logging import MetricsLogger, plot_success
 from ript_robot.train.ript import RIPTLearner
-from ript_robot.types import Context
-from sim_bridge.rollouts import SimRollouts
-
-# Seed ranges keep the context sets disjoint: RIPT pool, held-out evaluation, demonstrations.
-TRAIN_SEEDS, HELDOUT_SEEDS, TARGET_DEMO_SEEDS, PRETRAIN_DEMO_SEEDS = 0, 10_000, 20_000, 30_000
-
-
-def context_sets(cfg: QuickstartConfig) -> tuple[list[Context], list[Context]]:
-    """The RIPT pool (training contexts) and the held-out contexts of the target scene."""
-    t = cfg.task
-    train = make_contexts(t.target_scene, range(TRAIN_SEEDS, TRAIN_SEEDS + t.train_contexts_per_task))
-    heldout = make_contexts(t.target_scene, range(HELDOUT_SEEDS, HELDOUT_SEEDS + t.heldout_contexts_per_task))
-    return train, heldout
-
-
-def builtin_rollouts(cfg: QuickstartConfig, max_envs: int = 256, robot_id: str = "sim") -> SimRollouts:
-    """Batched rollouts on the built-in task as configured."""
-    return SimRollouts(partial(PickEnv, cfg.task.image_size, cfg.task.max_steps), cfg.runtime, max_envs, robot_id)
+from sim_bridge.rollouts import builtin_rollouts
 
 
 def pretrain_and_sft(cfg: QuickstartConfig, log: MetricsLogger, progress: bool = True) -> Policy:
@@ -79,7 +69,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(cfg))
     log = MetricsLogger(out)
-    train, heldout = context_sets(cfg)
+    train, heldout = context_sets(cfg.task)
     sim = builtin_rollouts(cfg)
 
     if cfg.init_checkpoint is not None:
@@ -97,11 +87,14 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
     learner = RIPTLearner(policy, context_pool(train, cfg.ript, cfg.seed), cfg.ript, cfg.seed)
     rollout = partial(sim, policy)
     curve_train, curve_rollout = [sft_train.success_rate], [float("nan")]
-    episodes = 0
+    episodes = last = 0
     bar = tqdm(range(1, cfg.ript.iterations + 1), desc="RIPT", disable=not progress)
     for it in bar:
+        if learner.spent:
+            tqdm.write(f"ript.episode_budget ({cfg.ript.episode_budget}) spent after {learner.episodes} episodes")
+            break
         metrics = learner.step(rollout)
-        episodes += metrics["episodes"]
+        episodes, last = episodes + metrics["episodes"], it
         result = sim.evaluate(policy, train, cfg.eval)
         metrics["train_success"] = result.success_rate
         metrics["elapsed_s"] = time.monotonic() - start
@@ -117,9 +110,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
         )
     final_heldout = sim.evaluate(policy, heldout, cfg.eval)
     sim.close()
-    log.log(
-        "eval", cfg.ript.iterations, {"train_success": curve_train[-1], "heldout_success": final_heldout.success_rate}
-    )
+    log.log("eval", last, {"train_success": curve_train[-1], "heldout_success": final_heldout.success_rate})
     mode = "deterministic" if cfg.eval.deterministic else "sampled"
     plot_success(
         list(range(len(curve_train))),
@@ -134,7 +125,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
         "ript_success": curve_train[-1],
         "heldout_sft_success": sft_heldout.success_rate,
         "heldout_ript_success": final_heldout.success_rate,
-        "iterations": cfg.ript.iterations,
+        "iterations": last,
         "iterations_to_90": reached,
         "success_per_iteration": curve_train,
         "rollout_episodes": episodes,
@@ -142,7 +133,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
         "train_contexts": len(train),
         "heldout_contexts": len(heldout),
         "wall_clock_s": time.monotonic() - start,
-        "final_checkpoint": str(out / "checkpoints" / f"iter_{cfg.ript.iterations:03d}"),
+        "final_checkpoint": str(out / "checkpoints" / f"iter_{last:03d}"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if progress:

@@ -21,7 +21,7 @@ from ript_robot.data import EpisodeStore
 from ript_robot.data.backend import Backend
 from ript_robot.data.checkpoints import published_versions, read_manifest
 from ript_robot.train.logging import read_metrics
-from sim_bridge.quickstart import run_quickstart
+from ript_robot.train.quickstart import run_quickstart
 
 Record = Callable[[str, object], None]  # pytest's record_property: a figure into the JUnit report
 
