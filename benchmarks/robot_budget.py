@@ -13,10 +13,14 @@ beyond the point it crossed 90%. Then it measures the 100 held-out contexts.
 Figures per seed and their median over seeds: episodes_to_90, robot_hours_to_90 (steps at the
 control rate plus 20 s of reset and label per counted episode), sft_success, success_at_stop,
 heldout_success_at_stop, iterations_to_90 (updates). A run with `--name` is saved under `recipes` in
-benchmarks/results/robot_budget.json; the default recipe's figures are also its top-level keys.
+benchmarks/results/robot_budget.json; the `robot` recipe's figures (configs/robot.yaml's RIPT settings)
+are also its top-level keys. `--table` prints the saved recipes side by side.
 
-    python benchmarks/robot_budget.py --seeds 0 1 2                        # the default recipe
-    python benchmarks/robot_budget.py --name k4 ript.rollouts_per_context=4  # an ablation
+    python benchmarks/robot_budget.py --name robot --seeds 0 1 2 3 4 --max-episodes 8000 \
+        ript.rollouts_per_context=4 ript.groups_per_iteration=24 ript.context_selection=informative \
+        ript.loss_weighting=episode                                          # the headline recipe
+    python benchmarks/robot_budget.py --name k4 ript.rollouts_per_context=4  # an ablation (main job otherwise)
+    python benchmarks/robot_budget.py --table                               # every saved recipe, markdown
     python benchmarks/robot_budget.py --smoke                               # seconds; writes nothing
 """
 
@@ -48,6 +52,7 @@ from sim_bridge.rollouts import builtin_rollouts
 RESULTS = Path(__file__).resolve().parent / "results"
 RESET_AND_LABEL_S = 20.0
 TARGET = 0.9
+HEADLINE = "robot"  # the recipe whose figures are the file's top-level keys: configs/robot.yaml's RIPT settings
 CACHE = Path(tempfile.gettempdir()) / "ript_robot_budget_sft"
 SMOKE = ["pretrain.steps=20", "sft.steps=20", "pretrain_demos_per_task=2", "task.train_contexts_per_task=2"]
 SMOKE += ["task.heldout_contexts_per_task=2", "ript.groups_per_iteration=2", "ript.rollouts_per_context=2"]
@@ -97,14 +102,14 @@ def run_seed(seed: int, overrides: list[str], max_episodes: int, smoke: bool, ev
     heldout_success = sim.evaluate(policy, heldout, cfg.eval).success_rate
     sim.close()
     reached = curve[-1][1] >= TARGET
+    hours = (counted["steps"] / hz + RESET_AND_LABEL_S * counted["episodes"]) / 3600
     return {
         "seed": seed,
         "reached_90": reached,
         "episodes_to_90": counted["episodes"] if reached else None,
-        "robot_hours_to_90": (counted["steps"] / hz + RESET_AND_LABEL_S * counted["episodes"]) / 3600
-        if reached
-        else None,
+        "robot_hours_to_90": hours if reached else None,
         "episodes_counted": counted["episodes"],
+        "robot_hours_counted": hours,
         "iterations_to_90": learner.iteration if reached else None,
         "sft_success": curve[0][1],
         "success_at_stop": curve[-1][1],
@@ -125,18 +130,47 @@ def _mid(ordered: list[float | None]) -> float | None:
     return None if a is None or b is None else (a + b) / 2
 
 
+def table(saved: dict[str, Any]) -> str:
+    """The recipes side by side as a markdown table: episodes to 90% and success where each stopped."""
+
+    def spread(values: list[float | None], fmt: str) -> str:
+        shown = ["-" if v is None else format(v, fmt) for v in values]
+        middle = median(values)
+        return f"{'not reached' if middle is None else format(middle, fmt)} ({' / '.join(shown)})"
+
+    rows = [
+        "| recipe | overrides | cap | episodes to 90% | success at stop | held-out at stop |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, recipe in saved["recipes"].items():
+        runs = recipe["per_seed"]
+        cap = max(r["episodes_counted"] for r in runs)
+        rows.append(
+            f"| {name} | {' '.join(recipe['overrides']) or '(defaults)'} | {cap:,} "
+            f"| {spread([r['episodes_to_90'] for r in runs], ',')} "
+            f"| {spread([r['success_at_stop'] for r in runs], '.0%')} "
+            f"| {spread([r['heldout_success_at_stop'] for r in runs], '.0%')} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="the recipe: config overrides such as ript.rollouts_per_context=4")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--name", default="default", help="the recipe's name in robot_budget.json")
+    parser.add_argument("--name", default="default", help="the recipe's name in robot_budget.json (robot: headline)")
     parser.add_argument("--max-episodes", type=int, default=12_000, help="give up on a seed after this many")
     parser.add_argument("--workers", type=int, default=2, help="seeds run in parallel processes")
     parser.add_argument(
         "--eval-every", type=int, default=100, help="evaluate after the first update that brings this many new episodes"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; writes nothing under results/")
+    parser.add_argument("--table", action="store_true", help="print the saved recipes as a markdown table; run nothing")
     args = parser.parse_args()
+    path = RESULTS / "robot_budget.json"
+    if args.table:
+        print(table(json.loads(path.read_text())))
+        return
     if args.smoke:
         args.seeds, args.max_episodes = args.seeds[:1], 16
     with ProcessPoolExecutor(args.workers) as pool:
@@ -163,11 +197,10 @@ def main() -> None:
     print(json.dumps({k: v for k, v in recipe.items() if k != "per_seed"}, indent=2))
     if args.smoke:
         return
-    path = RESULTS / "robot_budget.json"
     saved = json.loads(path.read_text()) if path.exists() else {"recipes": {}}
     saved["recipes"][args.name] = recipe
-    if args.name == "default":
-        saved.update({k: v for k, v in recipe.items() if k != "per_seed"})
+    if args.name == HEADLINE:
+        saved.update({k: v for k, v in recipe.items() if k != "per_seed"}, recipe=HEADLINE, eval_every=args.eval_every)
     path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
