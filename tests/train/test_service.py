@@ -154,3 +154,23 @@ def test_the_trainer_schedules_as_the_in_process_learner_does(tmp_path: Path) ->
     assert [m["version"] for m in published] == [0, 1, 2, 3]
     used = [i for m in published[1:] for i in m["trained_on"] + m["rejected"]]
     assert len(used) == len(set(used)) == 28 <= ript.episode_budget
+
+
+def test_reused_groups_join_the_next_update_with_the_labels_they_were_judged_with(tmp_path: Path) -> None:
+    """ript.reuse_updates=2 in the trainer: v2 trains on its own groups and on v1's again, and its manifest
+    says with which labels (so a later correction of a replayed episode is still reported)."""
+    store = EpisodeStore(tmp_path)
+    fleet = FakeFleet(str(tmp_path))
+    fleet.start()
+    ript = ript_config().model_copy(update={"reuse_updates": 2})
+    trainer = StoreTrainer(store, contexts(8), ript, trainer_config())
+    trainer.start(tiny_policy())
+    history = trainer.run(2, progress=False)
+    fleet.join(timeout=30)
+    assert [h["replayed_groups"] for h in history] == [0, 3]
+    first, second = manifests(store)[1:]
+    replayed = set(first["trained_on"]) & set(second["trained_on"])
+    assert replayed == set(first["trained_on"])  # every episode v1 trained on, once more in v2
+    assert not replayed & set(second["rejected"])
+    for episode_id in replayed:
+        assert second["labels_used"][episode_id]["success"] == first["labels_used"][episode_id]["success"]
