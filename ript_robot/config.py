@@ -160,6 +160,10 @@ class PolicyConfig(ConfigModel):
         "RIPT explores with it",
     )
     max_std: float = Field(1.0, gt=0.0, description="upper bound of the learned scale (action units)")
+    binary_dims: list[int] = Field(
+        default_factory=list,
+        description="action dimensions the arm reads only by sign (a gripper closing above 0): RIPT scores P(sign)",
+    )
 
     quest: QuestConfig = Field(default_factory=QuestConfig, description="the quest family's skill tokens and prior")
     oft: OftConfig = Field(default_factory=OftConfig, description="the oft family's backbone and LoRA adapters")

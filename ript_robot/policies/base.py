@@ -114,8 +114,23 @@ class Policy(nn.Module, ABC):
 
     def command_log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
         """Per-action log-likelihood (B, H) of the commands sent for sampled `actions` (B, H, A) under a
-        continuous family's per-dimension `dist`: `bounded_log_prob` at this policy's bounds, summed over A."""
-        return bounded_log_prob(dist, actions, self.action_low, self.action_high).sum(dim=-1)
+        continuous family's per-dimension `dist`: `bounded_log_prob` at this policy's bounds, summed over A;
+        a dimension the arm reads only by its sign (`binary_dims`, e.g. a gripper that closes above 0) is
+        scored by the probability of that sign, the law of the command it received."""
+        per_dim = bounded_log_prob(dist, actions, self.action_low, self.action_high)
+        binary = self.binary_dims
+        if binary:
+            loc, scale = dist.loc[..., binary], dist.scale[..., binary]  # type: ignore[attr-defined]
+            sign = torch.where(actions[..., binary] > 0.0, 1.0, -1.0)
+            per_dim = per_dim.clone()
+            per_dim[..., binary] = _standard_log_cdf(dist, sign * loc / scale)
+        return per_dim.sum(dim=-1)
+
+    @property
+    def binary_dims(self) -> list[int]:
+        """Action dimensions the arm reads only by their sign (none unless the family's config names some)."""
+        config = getattr(self, "config", None)
+        return list(getattr(config, "binary_dims", []) or [])
 
     def sent(self, actions: np.ndarray) -> np.ndarray:
         """What the arm receives for sampled actions when nothing but the policy's own bounds limits them."""

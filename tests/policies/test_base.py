@@ -88,3 +88,27 @@ def test_the_bounds_come_from_the_env_and_travel_with_the_checkpoint(tmp_path):
     assert (loaded.action_low, loaded.action_high) == (-0.5, 2.0)
     with pytest.raises(ValueError, match="action_bounds"):
         type(policy)(policy.config, (32, 32), 3, 2, (), (1.0, 1.0))
+
+
+@pytest.mark.parametrize("distribution", sorted(FAMILIES))
+def test_a_dimension_read_by_its_sign_is_scored_by_the_probability_of_that_sign(distribution):
+    """policy.binary_dims: the gripper command the arm receives is open or close, so any two samples on the
+    same side of 0 score alike, act() reports that score, and it is P(close) or P(open) under the policy."""
+    policy = tiny_policy(distribution=distribution, min_std=0.5, max_std=1.0, binary_dims=[2])
+    obs = observations(3)
+    torch.manual_seed(0)
+    chunks = policy.act(obs)
+    actions = torch.from_numpy(np.stack([c.actions for c in chunks]))
+    batch = policy.preprocess(obs)
+    with torch.no_grad():
+        rescored = policy.log_prob(batch, actions)
+        moved = actions.clone()
+        moved[..., 2] = torch.where(actions[..., 2] > 0, 0.001, -0.001)  # same sign, other values
+        dist = policy.distribution(batch)
+        close = 1.0 - FAMILIES[distribution](dist.loc[..., 2], dist.scale[..., 2]).cdf(torch.tensor(0.0))
+    reported = torch.from_numpy(np.stack([c.step_log_prob for c in chunks]))
+    torch.testing.assert_close(reported, rescored, atol=1e-4, rtol=0)
+    torch.testing.assert_close(policy.log_prob(batch, moved).detach(), rescored, atol=1e-4, rtol=0)
+    others = bounded_log_prob(dist, actions, -1.0, 1.0)[..., :2].sum(-1).detach()
+    expected = others + torch.where(actions[..., 2] > 0, close, 1.0 - close).log()
+    torch.testing.assert_close(rescored, expected, atol=1e-4, rtol=0)
