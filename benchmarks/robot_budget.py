@@ -52,6 +52,7 @@ from sim_bridge.rollouts import builtin_rollouts
 RESULTS = Path(__file__).resolve().parent / "results"
 RESET_AND_LABEL_S = 20.0
 TARGET = 0.9
+RIPT_TIME_POLICY = ("binary_dims",)  # policy settings only RIPT's scoring reads: a recipe may change them, same SFT
 HEADLINE = "robot"  # the recipe whose figures are the file's top-level keys: configs/robot.yaml's RIPT settings
 CACHE = Path(tempfile.gettempdir()) / "ript_robot_budget_sft"
 SMOKE = ["pretrain.steps=20", "sft.steps=20", "pretrain_demos_per_task=2", "task.train_contexts_per_task=2"]
@@ -60,7 +61,10 @@ SMOKE += ["task.heldout_contexts_per_task=2", "ript.groups_per_iteration=2", "ri
 
 def sft_policy(cfg: QuickstartConfig, smoke: bool) -> Path:
     """The SFT checkpoint every recipe of this seed starts from (built once, then cached)."""
-    recipe = cfg.model_dump(include={"seed", "pretrain_demos_per_task", "target_demos_per_task", "task", "policy"})
+    recipe = cfg.model_dump(
+        include={"seed", "pretrain_demos_per_task", "target_demos_per_task", "task", "policy"},
+        exclude={"policy": set(RIPT_TIME_POLICY)},
+    )
     recipe.update(cfg.model_dump(include={"pretrain", "sft"}))
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = CACHE / f"{'smoke' if smoke else 'full'}-seed{cfg.seed}-{key}"  # a new SFT when what builds it changes
@@ -78,6 +82,7 @@ def run_seed(seed: int, overrides: list[str], max_episodes: int, smoke: bool, ev
     cfg = load_config(QuickstartConfig, None, [f"seed={seed}", *(SMOKE if smoke else []), *overrides])
     start = sft_policy(cfg, smoke)
     policy = load_policy(start)
+    policy.config = policy.config.model_copy(update={k: getattr(cfg.policy, k) for k in RIPT_TIME_POLICY})
     policy.version = 0
     torch.manual_seed(seed)
     np.random.seed(seed)
