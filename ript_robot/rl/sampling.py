@@ -197,24 +197,18 @@ class GroupSampler:
 
 
 def collect_groups(
-    pool: ContextPool,
+    sampler: GroupSampler,
     rollout: Callable[[list[Context]], list[Episode]],
     rollouts_per_context: int,
-    groups_wanted: int,
-    dynamic_sampling: bool = True,
-    max_rounds: int = 4,
-    max_groups: int | None = None,
 ) -> tuple[list[Group], SamplingStats]:
-    """Roll out K episodes for each of `groups_wanted` contexts, replacing uninformative groups.
+    """Run `sampler`'s iteration in rounds, one after another: K rollouts of each context it schedules,
+    until it is done (enough informative groups, or its budget spent even when every group is uniform).
 
-    rollout(contexts) must return one episode per given context, in order. With
-    dynamic_sampling=False every group is kept, as in plain GRPO/RLOO. At most
-    `groups_wanted * max_rounds` groups are rolled out, so the call ends even when every group
-    is uniform, nor more than `max_groups` (`GroupSampler` decides; this runs its rounds one after another).
+    rollout(contexts) must return one episode per given context, in order. Without dynamic sampling
+    every group is kept, as in plain GRPO/RLOO.
     """
     if rollouts_per_context < 2:
         raise ValueError(f"rollouts_per_context must be >= 2 for a leave-one-out baseline, got {rollouts_per_context}")
-    sampler = GroupSampler(pool, groups_wanted, dynamic_sampling, max_rounds, max_groups)
     stats = sampler.stats
     accepted: list[Group] = []
     while not sampler.done():

@@ -87,14 +87,14 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
     learner = RIPTLearner(policy, context_pool(train, cfg.ript, cfg.seed), cfg.ript, cfg.seed)
     rollout = partial(sim, policy)
     curve_train, curve_rollout = [sft_train.success_rate], [float("nan")]
-    episodes = last = 0
+    last = 0
     bar = tqdm(range(1, cfg.ript.iterations + 1), desc="RIPT", disable=not progress)
     for it in bar:
         if learner.spent:
             tqdm.write(f"ript.episode_budget ({cfg.ript.episode_budget}) spent after {learner.episodes} episodes")
             break
         metrics = learner.step(rollout)
-        episodes, last = episodes + metrics["episodes"], it
+        last = it
         result = sim.evaluate(policy, train, cfg.eval)
         metrics["train_success"] = result.success_rate
         metrics["elapsed_s"] = time.monotonic() - start
@@ -128,7 +128,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
         "iterations": last,
         "iterations_to_90": reached,
         "success_per_iteration": curve_train,
-        "rollout_episodes": episodes,
+        "rollout_episodes": learner.episodes,
         "eval_mode": mode,
         "train_contexts": len(train),
         "heldout_contexts": len(heldout),

@@ -17,7 +17,7 @@ import torch
 from ript_robot.config import RIPTConfig
 from ript_robot.policies.base import Policy
 from ript_robot.rl.ppo import build_batch, ppo_update
-from ript_robot.rl.sampling import ContextPool, Replay, collect_groups, groups_left
+from ript_robot.rl.sampling import ContextPool, GroupSampler, Replay, collect_groups, groups_left
 from ript_robot.runtime.loop import success_rate
 from ript_robot.types import Context, Episode
 
@@ -45,15 +45,8 @@ class RIPTLearner:
     def step(self, rollout: Callable[[list[Context]], list[Episode]]) -> dict[str, Any]:
         """Run one iteration; the policy's version goes up by one when it was updated."""
         cfg = self.config
-        groups, stats = collect_groups(
-            self.pool,
-            rollout,
-            cfg.rollouts_per_context,
-            cfg.groups_per_iteration,
-            dynamic_sampling=cfg.dynamic_sampling,
-            max_rounds=cfg.max_sampling_rounds,
-            max_groups=groups_left(cfg, self.episodes),
-        )
+        sampler = GroupSampler.for_config(self.pool, cfg, self.episodes)
+        groups, stats = collect_groups(sampler, rollout, cfg.rollouts_per_context)
         self.episodes += len(stats.episodes)
         self.iteration += 1
         metrics: dict[str, Any] = {

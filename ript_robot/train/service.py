@@ -344,9 +344,9 @@ class StoreTrainer:
                 "trained_on": trained_on,
                 "rejected": sorted(judged - set(trained_on)),
                 "labels_used": {  # what each episode was judged with, and when (wall time of the trainer's clock)
-                    **{  # replayed groups (reuse_updates > 1): the labels they were judged with before
+                    **{  # replayed groups (reuse_updates > 1; after the accepted): the labels they were judged with
                         e.meta.episode_id: {"success": e.meta.label.success, "time": e.meta.label.time}
-                        for g in groups
+                        for g in groups[len(accepted) :]
                         for e in g.episodes
                         if e.meta.label is not None
                     },

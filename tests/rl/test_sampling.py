@@ -52,7 +52,7 @@ class FakeRollout:
 def test_mixed_groups_accepted_uniform_rejected_and_replaced():
     rollout = FakeRollout()
     pool = ContextPool([ctx(n) for n in ("mixed_a", "mixed_b", "all_success", "all_failure")], seed=3)
-    groups, stats = collect_groups(pool, rollout, K, groups_wanted=2, max_rounds=4)
+    groups, stats = collect_groups(GroupSampler(pool, 2, max_rounds=4), rollout, K)
     assert {g.context.context_id for g in groups} == {"mixed_a", "mixed_b"}
     assert all(is_informative(g.rewards) and len(g.episodes) == K for g in groups)
     seen = rollout.groups_seen()
@@ -71,7 +71,7 @@ def test_uniform_group_is_replaced_by_another_context():
     for seed in range(10):
         rollout = FakeRollout()
         pool = ContextPool([ctx(n) for n in ("mixed_a", "all_success", "all_failure", "unlabeled")], seed=seed)
-        groups, stats = collect_groups(pool, rollout, K, groups_wanted=1, max_rounds=4)
+        groups, stats = collect_groups(GroupSampler(pool, 1, max_rounds=4), rollout, K)
         # one pass over the pool reaches the only informative context within max_rounds
         assert [g.context.context_id for g in groups] == ["mixed_a"]
         assert stats.rounds == stats.rejected + 1
@@ -83,7 +83,7 @@ def test_uniform_group_is_replaced_by_another_context():
 def test_every_group_uniform_terminates_after_max_rounds():
     rollout = FakeRollout()
     pool = ContextPool([ctx("all_success"), ctx("all_failure")], seed=0)
-    groups, stats = collect_groups(pool, rollout, K, groups_wanted=2, max_rounds=3)
+    groups, stats = collect_groups(GroupSampler(pool, 2, max_rounds=3), rollout, K)
     assert groups == []
     assert stats.accepted == 0
     assert stats.rounds == 3
@@ -99,7 +99,7 @@ def test_without_dynamic_sampling_all_groups_are_kept_in_one_round():
     rollout = FakeRollout()
     names = ["mixed_a", "all_success", "all_failure", "unlabeled"]
     pool = ContextPool([ctx(n) for n in names], seed=0)
-    groups, stats = collect_groups(pool, rollout, K, groups_wanted=4, dynamic_sampling=False, max_rounds=4)
+    groups, stats = collect_groups(GroupSampler(pool, 4, dynamic_sampling=False, max_rounds=4), rollout, K)
     assert stats.rounds == 1
     assert len(rollout.calls) == 1
     assert sorted(g.context.context_id for g in groups) == sorted(names)
@@ -111,7 +111,7 @@ def test_without_dynamic_sampling_all_groups_are_kept_in_one_round():
 def test_unlabeled_groups_counted_as_rejected_unlabeled():
     rollout = FakeRollout()
     pool = ContextPool([ctx("unlabeled"), ctx("one_label"), ctx("partly_labeled_mixed")], seed=0)
-    groups, stats = collect_groups(pool, rollout, K, groups_wanted=3, max_rounds=1)
+    groups, stats = collect_groups(GroupSampler(pool, 3, max_rounds=1), rollout, K)
     assert [g.context.context_id for g in groups] == ["partly_labeled_mixed"]
     assert stats.rejected_unlabeled == 2
     assert stats.rejected_all_success == 0
@@ -121,13 +121,13 @@ def test_unlabeled_groups_counted_as_rejected_unlabeled():
 def test_rollout_returning_wrong_number_of_episodes_raises():
     pool = ContextPool([ctx("mixed_a")])
     with pytest.raises(RuntimeError, match="returned 1 episodes"):
-        collect_groups(pool, lambda cs: [fake_episode(cs[0], 1.0)], K, groups_wanted=1)
+        collect_groups(GroupSampler(pool, 1), lambda cs: [fake_episode(cs[0], 1.0)], K)
 
 
 @pytest.mark.parametrize(("k", "rounds"), [(1, 4), (4, 0)])
 def test_collect_groups_rejects_bad_arguments(k, rounds):
     with pytest.raises(ValueError):
-        collect_groups(ContextPool([ctx("mixed_a")]), FakeRollout(), k, groups_wanted=1, max_rounds=rounds)
+        collect_groups(GroupSampler(ContextPool([ctx("mixed_a")]), 1, max_rounds=rounds), FakeRollout(), k)
 
 
 def test_context_pool_visits_every_context_before_repeating():
@@ -171,7 +171,7 @@ def test_informative_selection_rolls_out_contexts_that_came_back_mixed_more_and_
         for i in range(30):
             if i == 15:
                 rolled.clear()
-            _, stats = collect_groups(pool, run, K, groups_wanted=4, max_rounds=3)
+            _, stats = collect_groups(GroupSampler(pool, 4, max_rounds=3), run, K)
             stats_total.update({"accepted": stats.accepted, "rejected": stats.rejected})
         counts[selection] = stats_total
         uniform_share = sum(c.startswith("all_") for c in rolled) / len(rolled)  # in the last 15 iterations
@@ -225,7 +225,7 @@ def test_without_dynamic_sampling_the_budget_is_one_group_per_wanted_and_every_g
 def test_collect_groups_stays_within_budget_and_stops(wanted, rounds, max_groups, names):
     rollout = FakeRollout()
     pool = ContextPool([ctx(n) for n in names], seed=0)
-    groups, stats = collect_groups(pool, rollout, K, wanted, max_rounds=rounds, max_groups=max_groups)
+    groups, stats = collect_groups(GroupSampler(pool, wanted, max_rounds=rounds, max_groups=max_groups), rollout, K)
     rolled = len(stats.episodes) // K
     cap = wanted * rounds if max_groups is None else min(wanted * rounds, max_groups)
     assert rolled <= cap
