@@ -2,11 +2,12 @@
 
 Zarr reads an absent chunk as its fill value, and a chunk replaced by another valid one passes
 its own CRC32C: neither damage shows on a plain read. So the writer records, as it writes, every
-object of the episode's folder with its size and sha256 (`RecordingStore`), and commits that list
+object of the episode's folder with its size and sha256, and commits that list
 in the group's attributes (`ript_manifest`, readable with plain zarr). The episode's committed
 attributes and this list are sealed by one sha256 in the episode's index row, so an edit to
 either is seen too. Readers open episodes through a `VerifyingStore`: a missing, extra, truncated,
-altered or swapped object raises `EpisodeCorrupt` naming the object, before a byte of it is used.
+altered or swapped object raises `EpisodeCorrupt` naming the object, before a byte of it is used
+(`object_problem`; zarr reads go through a `VerifyingStore`).
 
 The group's own `zarr.json` is outside the list (labels update its `label` attribute, a mirror of
 the index); the seal covers everything else it holds.
@@ -41,32 +42,6 @@ def seal(attrs: dict[str, Any], manifest: dict[str, Any]) -> str:
     """The sha256 of an episode's committed attributes (all but the label mirror) and its object list."""
     fixed = {k: v for k, v in attrs.items() if k != "label"}
     return digest(json.dumps({"attrs": fixed, "objects": manifest}, sort_keys=True, separators=(",", ":")).encode())
-
-
-class RecordingStore(WrapperStore[Store]):
-    """Passes writes through and records each object's size and sha256 (the last write of a key counts)."""
-
-    def __init__(self, store: Store):
-        super().__init__(store)
-        self.objects: dict[str, list[Any]] = {}  # key -> [bytes, sha256]
-
-    def take(self, prefix: str) -> dict[str, list[Any]]:
-        """What was written under `prefix` (relative keys, the group's own metadata left out), then forget it."""
-        taken = {key: self.objects.pop(key) for key in [k for k in self.objects if k.startswith(prefix)]}
-        return {key[len(prefix) :]: entry for key, entry in taken.items() if key[len(prefix) :] != GROUP_METADATA}
-
-    async def set(self, key: str, value: Buffer) -> None:
-        data = value.to_bytes()
-        self.objects[key] = [len(data), digest(data)]
-        await self._store.set(key, value)
-
-    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
-        if not await self._store.exists(key):
-            await self.set(key, value)
-
-    async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
-        for key, value in values:
-            await self.set(key, value)
 
 
 class VerifyingStore(WrapperStore[Store]):

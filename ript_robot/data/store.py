@@ -16,6 +16,7 @@ root, a local directory or an S3-compatible bucket prefix:
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections import defaultdict
@@ -28,6 +29,7 @@ import numpy as np
 import zarr
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
+from ript_robot.data.arrays import decode
 from ript_robot.data.backend import Backend, StoreError
 from ript_robot.data.index import EpisodeRecord, Index, IndexWriter, label_row, label_to_dict
 from ript_robot.data.integrity import (
@@ -36,6 +38,7 @@ from ript_robot.data.integrity import (
     EpisodeCorrupt,
     VerifyingStore,
     listing_problems,
+    object_problem,
     seal,
 )
 from ript_robot.data.verify import VerifyReport, array_names, read_array, verify_store
@@ -231,14 +234,17 @@ class EpisodeStore:
         record = self.index.episodes.get(episode_id)
         if record is None:
             raise StoreError(f"no committed episode {episode_id} in {self.uri}")
-        group = self.open_group(episode_id, listing=True)
-        try:
-            attrs = dict(group.attrs["ript_episode"])
-            arrays = {name: read_array(group, name) for name in array_names(group)}
-        except EpisodeCorrupt:
-            raise
-        except Exception as exc:
-            raise EpisodeCorrupt(f"episode {episode_id} cannot be read: {type(exc).__name__}: {exc}") from exc
+        attributes, manifest = self.committed(episode_id)
+        attrs = dict(attributes["ript_episode"])
+        arrays = None if manifest is None else self._decode_arrays(episode_id, manifest)
+        if arrays is None:  # an episode from before manifests, or arrays in a layout only zarr reads
+            group = self.open_group(episode_id, listing=True)
+            try:
+                arrays = {name: read_array(group, name) for name in array_names(group)}
+            except EpisodeCorrupt:
+                raise
+            except Exception as exc:
+                raise EpisodeCorrupt(f"episode {episode_id} cannot be read: {type(exc).__name__}: {exc}") from exc
         meta = record.meta
         starts = list(attrs.get("chunk_starts", []))
         clipped = set(attrs.get("safety_clipped_steps", []))
@@ -273,6 +279,35 @@ class EpisodeStore:
         ]
         planned_from = attrs.get("chunk_observation_steps", starts)  # stores from before planning ahead: the starts
         return Episode(meta, steps, chunks, [steps[s].observation for s in planned_from])
+
+    def _decode_arrays(self, episode_id: str, manifest: dict[str, list[Any]]) -> dict[str, np.ndarray] | None:
+        """Every array of a sealed episode, each object checked against the manifest and decoded in this process
+        (`ript_robot.data.arrays`); None when an array is in a layout left to zarr."""
+        if problems := listing_problems(episode_id, self.listed(episode_id), manifest):
+            raise EpisodeCorrupt("; ".join(problems))
+        folder = f"episodes/{episode_id}/"
+
+        def get(key: str) -> bytes | None:  # an object the manifest lists, checked; None for one it does not
+            if key not in manifest:
+                return None  # a chunk zarr skipped as all fill value (episodes written through zarr)
+            data = self.backend.get(folder + key)
+            if problem := object_problem(manifest[key], data):
+                raise EpisodeCorrupt(f"episode {episode_id}: object '{key}' {problem}")
+            return data
+
+        arrays = {}
+        for name in sorted(k.removesuffix(f"/{GROUP_METADATA}") for k in manifest if k.endswith(f"/{GROUP_METADATA}")):
+            metadata = json.loads(get(f"{name}/{GROUP_METADATA}") or b"{}")
+            if metadata.get("node_type") != "array":
+                continue
+            try:
+                array = decode(metadata, lambda chunk, name=name: get(f"{name}/{chunk}"))
+            except ValueError as exc:
+                raise EpisodeCorrupt(f"episode {episode_id}: '{name}' is damaged: {exc}") from exc
+            if array is None:
+                return None
+            arrays[name] = array
+        return arrays
 
     def cameras(self, episode_id: str) -> list[str]:
         """The names of the cameras an episode kept frames of, sorted."""

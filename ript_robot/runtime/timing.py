@@ -163,6 +163,28 @@ class PeriodicThread:
             self._thread.join(timeout)
 
 
+class Backoff:
+    """The wait between looks at something other processes change (a store's index, a schedule): `min_s` right
+    after a change, doubling while nothing changes, up to `max_s`. A trainer or an actor so notices new work
+    within tens of milliseconds while work flows, and looks at most every `max_s` (a request each, on S3)
+    while it does not."""
+
+    def __init__(self, max_s: float, min_s: float = 0.05, sleep: Callable[[float], None] = time.sleep):
+        """max_s >= min_s > 0, seconds; sleep: how to wait (a virtual clock's in tests)."""
+        if not 0 < min_s <= max_s:
+            raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
+        self.min_s, self.max_s, self._sleep = min_s, max_s, sleep
+        self.delay = min_s
+
+    def changed(self) -> None:
+        """Something changed: the next wait is the shortest."""
+        self.delay = self.min_s
+
+    def wait(self) -> None:
+        self._sleep(self.delay)
+        self.delay = min(self.max_s, 2 * self.delay)
+
+
 class WallClock:
     """Wall time and sleeping, as services that wait on people (the trainer, a labeling desk) use them."""
 

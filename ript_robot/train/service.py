@@ -54,7 +54,7 @@ from ript_robot.rl.sampling import (
     groups_left,
     is_informative,
 )
-from ript_robot.runtime.timing import WallClock
+from ript_robot.runtime.timing import Backoff, WallClock
 from ript_robot.train.ledger import GroupState, Ledger, LedgerGroup
 from ript_robot.train.logging import MetricsLogger
 from ript_robot.types import Context, Episode
@@ -236,6 +236,7 @@ class StoreTrainer:
         judged: set[str] = set()
         start = last_progress = self.clock.time()
         progress: tuple[int, int] | None = None
+        backoff = Backoff(self.config.poll_s, min(0.05, self.config.poll_s), self.clock.sleep)
         while True:
             if self.abort_reason:
                 raise RuntimeError(f"training stopped while waiting for rollouts of v{v}: {self.abort_reason}")
@@ -255,6 +256,7 @@ class StoreTrainer:
             now = self.clock.time()
             if ledger.progress() != progress:
                 progress, last_progress = ledger.progress(), now
+                backoff.changed()
             elif now - last_progress > self.config.stall_timeout_s:
                 claimed = set().union(*(self.schedule.claimed(u) for u in {g.version for g in waiting}))
                 if lost := ledger.lost(claimed | self.schedule.claimed(v)):
@@ -267,7 +269,7 @@ class StoreTrainer:
                     f"v{v}: {len(accepted)}/{sampler.wanted} groups, {len(rejected)} uniform, {len(waiting)} waiting, "
                     f"{ledger.backlog()} to label"
                 )
-            self.clock.sleep(self.config.poll_s)
+            backoff.wait()
         return self._update(v, accepted, rejected, sampler.stats, judged, self.clock.time() - start, ledger)
 
     def corrections(self) -> list[str]:

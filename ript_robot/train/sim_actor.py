@@ -10,7 +10,6 @@ same slot. It stops when the trainer marks the schedule done (or after `max_epis
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -21,6 +20,7 @@ from ript_robot.data.schedule import Schedule
 from ript_robot.data.store import EpisodeStore
 from ript_robot.policies.published import PolicyFollower
 from ript_robot.runtime.loop import EpisodeSink
+from ript_robot.runtime.timing import Backoff
 from ript_robot.types import ActionChunk, EpisodeMeta, Label, Observation, StepRecord
 from sim_bridge.rollouts import SimRollouts, builtin_rollouts
 
@@ -84,6 +84,7 @@ def run_actor(
     sink: EpisodeSink = writer if outcomes is None else Unlabeled(writer, outcomes)
     report = ActorReport()
     bar = tqdm(desc=f"actor {cfg.actor.robot_id}", unit="ep", disable=not progress)
+    backoff = Backoff(cfg.actor.poll_s, min(0.05, cfg.actor.poll_s))  # looks at the schedule while it waits
     try:
         while max_episodes is None or report.episodes < max_episodes:
             if schedule.finished():
@@ -97,15 +98,16 @@ def run_actor(
                     )
             if follower.policy is None:  # none published yet, or none that loads (the follower logged why)
                 bar.set_postfix_str((follower.problem or "waiting for the trainer's first policy")[:200])
-                time.sleep(cfg.actor.poll_s)
+                backoff.wait()
                 continue
             writer.flush()  # claim only what can be delivered now: no backlog of claimed, unwritten slots
             n = claim if max_episodes is None else min(claim, max_episodes - report.episodes)
             slots = schedule.claim(follower.version, cfg.actor.robot_id, n)
             if not slots:
                 bar.set_postfix_str(f"v{follower.version}: waiting for work")
-                time.sleep(cfg.actor.poll_s)
+                backoff.wait()
                 continue
+            backoff.changed()
             contexts, ids = [slot.context for slot in slots], [slot.slot_id for slot in slots]
             episodes = sim(follower.policy, contexts, sink=sink, slot_ids=ids)
             report.episodes += len(episodes)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from ript_robot.runtime.timing import CycleTimer, PeriodicThread, Watchdog
+from ript_robot.runtime.timing import Backoff, CycleTimer, PeriodicThread, Watchdog
 
 
 class VirtualClock:
@@ -85,3 +85,16 @@ def test_a_periodic_thread_skips_the_deadlines_an_overrun_missed_instead_of_burs
     loop.stop()
     assert loop.skipped == 2  # the deadlines at 1 and 2 periods passed during the overrun
     assert calls[:3] == [0.0, 2.5 * period, 2.5 * period]  # then on the grid again, one call per deadline
+
+
+def test_backoff_looks_again_soon_after_a_change_and_ever_less_often_while_nothing_changes() -> None:
+    slept: list[float] = []
+    backoff = Backoff(max_s=0.5, min_s=0.05, sleep=slept.append)
+    for _ in range(6):
+        backoff.wait()
+    assert slept == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.5, 0.5])
+    backoff.changed()
+    backoff.wait()
+    assert slept[-1] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="min_s <= max_s"):
+        Backoff(max_s=0.01, min_s=0.05)
