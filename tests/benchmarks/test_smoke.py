@@ -1,0 +1,23 @@
+"""Benchmarks run in their smoke mode, so that none of them rots unnoticed between full runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize(("script", "printed"), [("episode_io.py", "speed-up: write")])
+def test_the_benchmark_runs_in_smoke_mode_and_saves_nothing(script: str, printed: str) -> None:
+    before = {p: p.stat().st_mtime_ns for p in RESULTS.iterdir()}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert printed in run.stdout
+    assert {p: p.stat().st_mtime_ns for p in RESULTS.iterdir()} == before
