@@ -266,6 +266,12 @@ class RIPTConfig(ConfigModel):
     loss_weighting: Literal["action", "episode"] = Field(
         "action", description="the loss's mean: every credited action alike, or every episode alike"
     )
+    imitation_coef: float = Field(
+        0.0, ge=0.0, description="weight of the behaviour-cloning term on imitated actions in the loss (0: none)"
+    )
+    imitate_successes: bool = Field(
+        False, description="successful rollouts' executed actions are imitated (self-imitation; needs imitation_coef)"
+    )
     lr: float = Field(5e-4, gt=0.0, description="Adam learning rate of the PPO update")
     clip_low: float = Field(0.2, gt=0.0, lt=1.0, description="ratio may fall to 1 - clip_low")
     clip_high: float = Field(0.28, gt=0.0, description="ratio may rise to 1 + clip_high")

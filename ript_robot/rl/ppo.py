@@ -15,8 +15,12 @@ like the paper:
     pg_loss1 = -advantage * ratio
     pg_loss2 = -advantage * clip(ratio, 1 - clip_low, 1 + clip_high)
     loss     = mean over credited log-probs of max(pg_loss1, pg_loss2)
+    loss    += imitation_coef * bc_loss     # optional: -log-likelihood of imitated actions
 
 with separate lower and upper clip ranges (a larger upper range lets rare successes grow).
+The behaviour-cloning term (`Imitation`) fits actions worth copying outright: the executed
+actions of successful rollouts (self-imitation: the deterministic policy follows what
+succeeded by exploration sooner than the clipped ratio lets it).
 A ratio per action rather than per chunk keeps it near 1: a chunk's ratio is the product
 of H x A per-dimension ratios and would be clipped almost always.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +40,24 @@ from ript_robot.policies.base import Batch, Policy
 from ript_robot.rl.advantage import leave_one_out_advantage
 from ript_robot.rl.distributed import all_reduce, data_parallel, is_sharded
 from ript_robot.rl.sampling import Group
+from ript_robot.types import Observation
+
+S = TypeVar("S", "RolloutBatch", "Imitation")
+
+
+@dataclass
+class Imitation:
+    """Chunks the behaviour-cloning term fits: their observations, the actions to copy and which of them count."""
+
+    inputs: Batch
+    actions: torch.Tensor  # (M, H, A)
+    mask: torch.Tensor  # (M, H) 1.0 where an action is imitated
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    def select(self, index: torch.Tensor) -> Imitation:
+        return Imitation({k: v[index] for k, v in self.inputs.items()}, self.actions[index], self.mask[index])
 
 
 @dataclass
@@ -50,6 +73,7 @@ class RolloutBatch:
     executed_actions: int = 0  # actions the episodes executed
     clipped_actions: int = 0  # of those, changed by the safety filter
     limited_actions: int = 0  # of those, changed beyond the policy's bounds (never credited)
+    imitation: Imitation | None = None  # what the behaviour-cloning term fits (None: nothing)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -86,7 +110,9 @@ def credited(executed: int, limited: np.ndarray, span: int) -> np.ndarray:
     return out
 
 
-def build_batch(policy: Policy, groups: Sequence[Group], weighting: str = "action") -> RolloutBatch | None:
+def build_batch(
+    policy: Policy, groups: Sequence[Group], weighting: str = "action", imitate_successes: bool = False
+) -> RolloutBatch | None:
     """Flatten groups into chunk samples with leave-one-out advantages; None if no signal.
 
     Unlabeled episodes are skipped (they get no advantage and are not in any baseline), and
@@ -94,22 +120,31 @@ def build_batch(policy: Policy, groups: Sequence[Group], weighting: str = "actio
     Actions the safety filter changed beyond the policy's bounds are masked out (`credited`).
     weighting: "action", every credited action counts alike in the loss's mean (GRPO's token mean), or
     "episode", every episode alike (a 50-step timeout no longer outweighs a 12-step success fourfold).
+    imitate_successes: the executed, unlimited actions of successful episodes also go to `imitation`.
     """
     if weighting not in ("action", "episode"):
         raise ValueError(f"loss weighting must be 'action' or 'episode', got {weighting!r}")
     observations, actions, old_log_prob, advantages, masks, weights = [], [], [], [], [], []
     h, span = policy.chunk_size, policy.log_prob_span
     executed_actions = clipped_actions = limited_actions = 0
+    imitated: list[tuple[Observation, np.ndarray, np.ndarray]] = []
     for group in groups:
         for episode, advantage in zip(group.episodes, leave_one_out_advantage(group.rewards), strict=True):
-            if episode.reward is None or advantage == 0.0:
+            if episode.reward is None or (advantage == 0.0 and not imitate_successes):
                 continue
             executed = np.bincount([s.chunk_index for s in episode.steps], minlength=len(episode.chunks))
             limited = np.zeros((len(episode.chunks), h), bool)
             first = np.cumsum(executed) - executed  # each chunk's first step
             for s in episode.steps:
                 limited[s.chunk_index, s.step - first[s.chunk_index]] = s.safety_limited
-                clipped_actions += s.safety_clipped
+            if imitate_successes and episode.reward == 1.0:
+                for chunk, obs, n, lim in zip(
+                    episode.chunks, episode.chunk_observations, executed, limited, strict=True
+                ):
+                    imitated.append((obs, chunk.actions, (np.arange(h) < n) & ~lim))
+            if advantage == 0.0:
+                continue
+            clipped_actions += sum(s.safety_clipped for s in episode.steps)
             executed_actions += int(executed.sum())
             limited_actions += int(limited.sum())
             first_chunk = len(masks)
@@ -133,7 +168,19 @@ def build_batch(policy: Policy, groups: Sequence[Group], weighting: str = "actio
         executed_actions=executed_actions,
         clipped_actions=clipped_actions,
         limited_actions=limited_actions,
+        imitation=Imitation(
+            policy.preprocess([obs for obs, _, _ in imitated]),
+            torch.from_numpy(np.stack([a for _, a, _ in imitated])).float(),
+            torch.from_numpy(np.stack([m for _, _, m in imitated])).float(),
+        )
+        if imitated
+        else None,
     )
+
+
+def batch_for(policy: Policy, groups: Sequence[Group], config: RIPTConfig) -> RolloutBatch | None:
+    """`build_batch` as `config` asks (its loss weighting, and what the behaviour-cloning term imitates)."""
+    return build_batch(policy, groups, config.loss_weighting, config.imitate_successes and config.imitation_coef > 0)
 
 
 def ppo_loss(
@@ -196,23 +243,34 @@ def ppo_update(
     parameters = policy.rl_parameters()
     policy.train()
 
-    def share_of(index: torch.Tensor) -> tuple[RolloutBatch, float]:
+    def share_of(data: S, index: torch.Tensor) -> tuple[S, float]:
         """This rank's share of `index`, and 1.0; an empty share is 0.0, scored on a stand-in sample when
         sharded (every rank must run each forward and backward: they gather the weights together)."""
         mine = index[rank::world]
         if len(mine) or not sharded:
-            return batch.select(mine), 1.0
-        return batch.select(index[:1]), 0.0
+            return data.select(mine), 1.0
+        return data.select(index[:1]), 0.0
+
+    imitation = batch.imitation if config.imitation_coef > 0 else None
+
+    def imitation_loss() -> torch.Tensor:
+        """The behaviour-cloning term on a random minibatch of imitated chunks: this rank's part of its mean."""
+        assert imitation is not None
+        index = torch.randperm(len(imitation), generator=generator)[: config.minibatch_size]
+        total = float(imitation.mask[index].sum()) or 1.0
+        mine, weight = share_of(imitation, index)
+        share = float(mine.mask.sum()) / total * weight
+        return policy.bc_loss(mine.inputs, mine.actions, mask=mine.mask) * share
 
     with torch.no_grad():
-        mine, weight = share_of(torch.arange(len(batch)))
+        mine, weight = share_of(batch, torch.arange(len(batch)))
         error = torch.zeros(())
         if len(mine):
             start = policy.log_prob(mine.inputs, mine.actions)
             error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() * weight
         initial_ratio_error = all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
     loss_mask = batch.loss_mask()  # weighted: each minibatch's loss is a weighted mean over its credited log-probs
-    keys = ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm")
+    keys = ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm", *(("bc_loss",) if imitation else ()))
     sums = dict.fromkeys(keys, 0.0)
     steps = 0
     stopped = False
@@ -223,7 +281,7 @@ def ppo_update(
         for begin in range(0, len(batch), config.minibatch_size):
             minibatch = order[begin : begin + config.minibatch_size]
             tokens = float(loss_mask[minibatch].sum()) or 1.0
-            mb, weight = share_of(minibatch)
+            mb, weight = share_of(batch, minibatch)
             loss, diag = ppo_loss(
                 policy.log_prob(mb.inputs, mb.actions),
                 mb.old_log_prob,
@@ -234,6 +292,10 @@ def ppo_update(
                 tokens,
             )
             loss, diag = loss * weight, {k: v * weight for k, v in diag.items()}
+            if imitation is not None:
+                bc_loss = imitation_loss()
+                diag["bc_loss"] = bc_loss.item()
+                loss = loss + config.imitation_coef * bc_loss
             optimizer.zero_grad(set_to_none=True)
             (loss * world if sharded else loss).backward()  # FSDP averages the ranks' gradients: undo it
             if world > 1 and not sharded:
@@ -264,4 +326,5 @@ def ppo_update(
     out["clipped_share"] = batch.clipped_actions / max(batch.executed_actions, 1)
     out["limited_share"] = batch.limited_actions / max(batch.executed_actions, 1)
     out["minibatches"] = float(steps)
+    out["imitated_actions"] = float(imitation.mask.sum()) if imitation is not None else 0.0
     return out

@@ -16,7 +16,7 @@ import torch
 
 from ript_robot.config import RIPTConfig
 from ript_robot.policies.base import Policy
-from ript_robot.rl.ppo import build_batch, ppo_update
+from ript_robot.rl.ppo import batch_for, ppo_update
 from ript_robot.rl.sampling import ContextPool, GroupSampler, Replay, collect_groups, groups_left
 from ript_robot.runtime.loop import success_rate
 from ript_robot.types import Context, Episode
@@ -60,7 +60,7 @@ class RIPTLearner:
             "rejected_all_failure": stats.rejected_all_failure,
         }
         metrics["replayed_groups"] = len(self.replay)
-        batch = build_batch(self.policy, self.replay.batch(groups), cfg.loss_weighting)
+        batch = batch_for(self.policy, self.replay.batch(groups), cfg)
         if batch is None:
             metrics["updated"] = False
             return metrics

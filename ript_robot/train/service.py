@@ -44,7 +44,7 @@ from ript_robot.rl.distributed import (
     load_full_optimizer_state,
     shard,
 )
-from ript_robot.rl.ppo import build_batch, ppo_update
+from ript_robot.rl.ppo import batch_for, ppo_update
 from ript_robot.rl.sampling import (
     Group,
     GroupSampler,
@@ -177,7 +177,7 @@ class StoreTrainer:
                 if len(episodes) != len(ids):
                     raise StoreError(f"rank {data_parallel()[0]} could not read every episode rank 0 trained on")
                 groups.append(Group(episodes[0].meta.context, episodes))
-            batch = build_batch(self.policy, groups, self.ript.loss_weighting)
+            batch = batch_for(self.policy, groups, self.ript)
             assert batch is not None, "rank 0 named groups without signal"
             ppo_update(self.policy, self.optimizer, batch, self.ript, self.generator)
             self.policy.version += 1
@@ -323,7 +323,7 @@ class StoreTrainer:
         self._read.clear()
         metrics["replayed_groups"] = len(self.replay)
         groups = self.replay.batch(groups)
-        batch = build_batch(self.policy, groups, self.ript.loss_weighting) if groups else None
+        batch = batch_for(self.policy, groups, self.ript) if groups else None
         if batch is not None:  # data-parallel ranks update alongside on the same groups (a no-op alone)
             broadcast([[e.meta.episode_id for e in g.episodes] for g in groups])
         if batch is None:

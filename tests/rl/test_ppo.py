@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -254,3 +255,38 @@ def test_episode_weighting_gives_every_episode_the_same_share_of_the_loss(policy
     assert math.isfinite(out["loss"])
     with pytest.raises(ValueError, match="'action' or 'episode'"):
         build_batch(policy, [group], "token")
+
+
+def test_successful_episodes_executed_actions_are_imitated_and_pull_the_mean_toward_them(policy):
+    """Self-imitation: only what a success executed (not the unexecuted tail, not limited steps) is fitted,
+    and the behaviour-cloning term moves the deterministic action toward it; without its weight nothing changes."""
+    contexts, obs = _observations(1)
+    success = _episode(contexts[0], obs[0], 1.0, [3, 1], fill=0.5, limited=frozenset({1}))
+    group = Group(contexts[0], [success, _episode(contexts[0], obs[0], 0.0, [4], fill=-0.5)])
+    assert build_batch(policy, [group]).imitation is None
+    batch = build_batch(policy, [group], imitate_successes=True)
+    assert batch.imitation is not None and len(batch.imitation) == 2  # the success's two chunks
+    torch.testing.assert_close(batch.imitation.mask, torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]]))
+
+    # a success and a failure that executed the same actions: PPO's pulls cancel, only imitation moves the mean
+    same = Group(contexts[0], [_episode(contexts[0], obs[0], r, [4], fill=0.5) for r in (1.0, 0.0)])
+    batch = build_batch(policy, [same], imitate_successes=True)
+    with torch.no_grad():
+        batch.old_log_prob = policy.log_prob(batch.inputs, batch.actions)  # on-policy: every ratio starts at 1
+    target = batch.imitation.actions[0]
+
+    def after_update(coef: float) -> tuple[float, dict[str, float]]:
+        """How far the deterministic chunk lands from the imitated one after one update from the same start."""
+        learner = copy.deepcopy(policy)
+        config = RIPTConfig(ppo_epochs=4, minibatch_size=8, imitation_coef=coef, imitate_successes=True)
+        out = ppo_update(learner, torch.optim.Adam(learner.parameters(), lr=1e-2), batch, config)
+        with torch.no_grad():
+            return float((learner.distribution(batch.imitation.inputs).mean[0] - target).norm()), out
+
+    with torch.no_grad():
+        start = float((policy.distribution(batch.imitation.inputs).mean[0] - target).norm())
+    (imitating, out), (plain, without) = after_update(1.0), after_update(0.0)
+    assert out["imitated_actions"] == 4.0 and math.isfinite(out["bc_loss"])
+    assert "bc_loss" not in without and without["imitated_actions"] == 0.0
+    assert plain == pytest.approx(start, rel=0.05)  # Adam turns rounding-level gradients into small steps
+    assert imitating < 0.9 * plain
