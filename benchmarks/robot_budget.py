@@ -12,13 +12,18 @@ beyond the point it crossed 90%. Then it measures the 100 held-out contexts.
 
 Figures per seed and their median over seeds: episodes_to_90, robot_hours_to_90 (steps at the
 control rate plus 20 s of reset and label per counted episode), sft_success, success_at_stop,
-heldout_success_at_stop, iterations_to_90 (updates). A run with `--name` is saved under `recipes` in
-benchmarks/results/robot_budget.json; the `robot` recipe's figures (configs/robot.yaml's RIPT settings)
-are also its top-level keys. `--table` prints the saved recipes side by side.
+heldout_success_at_stop, iterations_to_90 (updates), intervened_step_share (of the counted episodes'
+steps, the share a scripted operator commanded: every rescued episode still counts in full). A run with
+`--name` is saved under `recipes` in benchmarks/results/robot_budget.json; the `robot` recipe's figures
+(configs/robot.yaml's RIPT settings) are also its top-level keys, and `robot_interventions` (the same with
+`task.scripted_operator=true`) gives the *_with_interventions keys. `--table` prints the saved recipes.
 
     python benchmarks/robot_budget.py --name robot --seeds 0 1 2 3 4 --max-episodes 8000 \
         ript.rollouts_per_context=4 ript.groups_per_iteration=24 ript.context_selection=informative \
         ript.loss_weighting=episode                                          # the headline recipe
+    python benchmarks/robot_budget.py --name robot_interventions --seeds 0 1 2 3 4 --max-episodes 8000 \
+        ript.rollouts_per_context=4 ript.groups_per_iteration=24 ript.context_selection=informative \
+        ript.loss_weighting=episode task.scripted_operator=true          # with a scripted operator's rescues
     python benchmarks/robot_budget.py --name k4 ript.rollouts_per_context=4  # an ablation (main job otherwise)
     python benchmarks/robot_budget.py --table                               # every saved recipe, markdown
     python benchmarks/robot_budget.py --smoke                               # seconds; writes nothing
@@ -47,13 +52,14 @@ from ript_robot.train.logging import MetricsLogger
 from ript_robot.train.quickstart import pretrain_and_sft
 from ript_robot.train.ript import RIPTLearner
 from ript_robot.types import Context, Episode
-from sim_bridge.rollouts import builtin_rollouts
+from sim_bridge.rollouts import builtin_rollouts, scripted_operator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RESET_AND_LABEL_S = 20.0
 TARGET = 0.9
 RIPT_TIME_POLICY = ("binary_dims",)  # policy settings only RIPT's scoring reads: a recipe may change them, same SFT
 HEADLINE = "robot"  # the recipe whose figures are the file's top-level keys: configs/robot.yaml's RIPT settings
+WITH_INTERVENTIONS = "robot_interventions"  # the same with task.scripted_operator: the *_with_interventions keys
 CACHE = Path(tempfile.gettempdir()) / "ript_robot_budget_sft"
 SMOKE = ["pretrain.steps=20", "sft.steps=20", "pretrain_demos_per_task=2", "task.train_contexts_per_task=2"]
 SMOKE += ["task.heldout_contexts_per_task=2", "ript.groups_per_iteration=2", "ript.rollouts_per_context=2"]
@@ -63,7 +69,7 @@ def sft_policy(cfg: QuickstartConfig, smoke: bool) -> Path:
     """The SFT checkpoint every recipe of this seed starts from (built once, then cached)."""
     recipe = cfg.model_dump(
         include={"seed", "pretrain_demos_per_task", "target_demos_per_task", "task", "policy"},
-        exclude={"policy": set(RIPT_TIME_POLICY)},
+        exclude={"policy": set(RIPT_TIME_POLICY), "task": {"scripted_operator"}},  # RIPT-time settings
     )
     recipe.update(cfg.model_dump(include={"pretrain", "sft"}))
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -89,12 +95,14 @@ def run_seed(seed: int, overrides: list[str], max_episodes: int, smoke: bool, ev
     train, heldout = context_sets(cfg.task)
     sim = builtin_rollouts(cfg)
     hz = PickEnv(cfg.task.image_size, cfg.task.max_steps).spec.control_hz
-    counted = {"episodes": 0, "steps": 0}
+    counted = {"episodes": 0, "steps": 0, "intervened_steps": 0}
+    operator = scripted_operator(cfg)
 
     def rollout(contexts: list[Context]) -> list[Episode]:
-        episodes = sim(policy, contexts)
+        episodes = sim(policy, contexts, intervener=operator)
         counted["episodes"] += len(episodes)
         counted["steps"] += sum(len(e.steps) for e in episodes)
+        counted["intervened_steps"] += sum(e.meta.intervened_steps for e in episodes)
         return episodes
 
     learner = RIPTLearner(policy, context_pool(train, cfg.ript, seed), cfg.ript, seed)
@@ -121,6 +129,7 @@ def run_seed(seed: int, overrides: list[str], max_episodes: int, smoke: bool, ev
         "heldout_success_at_stop": heldout_success,
         "curve": curve,
         "ript_seconds": time.monotonic() - began,
+        "intervened_step_share": counted["intervened_steps"] / max(counted["steps"], 1),
     }
 
 
@@ -192,7 +201,8 @@ def main() -> None:
             )
         )
     keys = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
-    recipe = {key: median([r[key] for r in runs]) for key in (*keys, "heldout_success_at_stop")}
+    keys += ("heldout_success_at_stop", "intervened_step_share")
+    recipe = {key: median([r.get(key) for r in runs]) for key in keys}
     recipe.update({"overrides": args.overrides, "seeds": args.seeds, "per_seed": runs})
     for r in runs:
         print(
@@ -206,6 +216,13 @@ def main() -> None:
     saved["recipes"][args.name] = recipe
     if args.name == HEADLINE:
         saved.update({k: v for k, v in recipe.items() if k != "per_seed"}, recipe=HEADLINE, eval_every=args.eval_every)
+    if args.name == WITH_INTERVENTIONS:  # the same start and measure, a scripted operator rescuing rollouts
+        saved.update(
+            episodes_to_90_with_interventions=recipe["episodes_to_90"],
+            robot_hours_to_90_with_interventions=recipe["robot_hours_to_90"],
+            heldout_success_at_stop_with_interventions=recipe["heldout_success_at_stop"],
+            intervened_step_share=recipe["intervened_step_share"],
+        )
     path.write_text(json.dumps(saved, indent=2) + "\n")
 
 

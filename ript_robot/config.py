@@ -40,6 +40,9 @@ class TaskConfig(ConfigModel):
     )
     train_contexts_per_task: int = Field(8, ge=1, description="seeded layouts per task in the RIPT pool")
     heldout_contexts_per_task: int = Field(25, ge=1, description="layouts per task kept for evaluation only")
+    scripted_operator: bool = Field(
+        False, description="a scripted operator rescues training rollouts about to grasp beside the block"
+    )
 
 
 class LiberoEnvConfig(ConfigModel):
@@ -267,7 +270,7 @@ class RIPTConfig(ConfigModel):
         "action", description="the loss's mean: every credited action alike, or every episode alike"
     )
     imitation_coef: float = Field(
-        0.0, ge=0.0, description="weight of the behaviour-cloning term on imitated actions in the loss (0: none)"
+        1.0, ge=0.0, description="weight of the behaviour-cloning term on imitated actions in the loss (0: none)"
     )
     imitate_successes: bool = Field(
         False, description="successful rollouts' executed actions are imitated (self-imitation; needs imitation_coef)"

@@ -83,6 +83,7 @@ class StepRecord:
     chunk_index: int  # which ActionChunk of the episode this step belongs to
     safety_clipped: bool = False  # the safety filter changed the command
     safety_limited: bool = False  # ... to other than the sampled action clipped to the policy's bounds
+    intervened: bool = False  # a person (teleoperation) commanded this step, not the policy
 
 
 @dataclass
@@ -141,6 +142,15 @@ class EpisodeMeta:
     kind: EpisodeKind = "rollout"  # demonstrations (teleoperation, scripted experts) feed SFT, not RIPT
     sampling: Sampling = "none"  # RIPT learns only from "sampled" rollouts
     slot_id: str | None = None  # the trainer's schedule slot this rollout fills; None for unscheduled runs
+    interventions: int = 0  # times a person took over from the policy during the episode
+    intervened_steps: int = 0  # steps a person commanded
+
+    def reward_of(self, label: Label | None) -> float | None:
+        """What RIPT credits the policy under `label`: None when unlabeled; 0.0 when a person took over (their
+        rescue says the policy would not have succeeded alone, whatever the outcome); else the label's reward."""
+        if label is None:
+            return None
+        return 0.0 if self.interventions else label.reward
 
 
 @dataclass
@@ -155,8 +165,8 @@ class Episode:
 
     @property
     def reward(self) -> float | None:
-        """1.0 / 0.0 once labeled, None while unlabeled."""
-        return None if self.meta.label is None else self.meta.label.reward
+        """The policy's reward: 1.0 / 0.0 once labeled (0.0 when a person took over), None while unlabeled."""
+        return self.meta.reward_of(self.meta.label)
 
 
 class CheckpointError(ValueError):

@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 
 from ript_robot.config import EvalConfig, QuickstartConfig, RuntimeConfig
 from ript_robot.envs.base import RobotEnv
-from ript_robot.envs.pick import PickEnv
+from ript_robot.envs.pick import PickEnv, ScriptedOperator
 from ript_robot.policies.base import Policy
 from ript_robot.runtime.evaluate import EvalResult, evaluate
-from ript_robot.runtime.loop import EpisodeSink, run_episodes
+from ript_robot.runtime.loop import EpisodeSink, Intervener, run_episodes
 from ript_robot.types import Context, Episode
 
 
@@ -45,9 +45,11 @@ class SimRollouts:
         desc: str | None = None,
         sink: EpisodeSink | None = None,
         slot_ids: Sequence[str] | None = None,
+        intervener: Intervener | None = None,
     ) -> list[Episode]:
         """One episode per context, in order; `sink` (e.g. the store's writer) also gets every step;
-        `slot_ids`: the schedule slot each context fills (an actor's claimed work)."""
+        `slot_ids`: the schedule slot each context fills (an actor's claimed work); `intervener`: who may
+        take over (training rollouts only: evaluation never passes one)."""
         episodes: list[Episode] = []
         with tqdm(total=len(contexts), desc=desc, disable=desc is None, leave=False, unit="ep") as bar:
             for begin in range(0, len(contexts), self.max_envs):
@@ -57,7 +59,7 @@ class SimRollouts:
                 slots = None if slot_ids is None else slot_ids[begin : begin + self.max_envs]
                 episodes += run_episodes(
                     self.envs[: len(batch)], batch, policy, self.runtime, sink, deterministic, self.robot_id,
-                    slot_ids=slots,
+                    slot_ids=slots, intervener=intervener,
                 )  # fmt: skip
                 bar.update(len(batch))
         return episodes
@@ -72,6 +74,11 @@ class SimRollouts:
         for env in self.envs:
             env.close()
         self.envs.clear()
+
+
+def scripted_operator(cfg: QuickstartConfig) -> Intervener | None:
+    """The built-in task's scripted operator when `task.scripted_operator` asks for one (training rollouts)."""
+    return ScriptedOperator() if cfg.task.scripted_operator else None
 
 
 def builtin_rollouts(cfg: QuickstartConfig, max_envs: int = 256, robot_id: str = "sim") -> SimRollouts:

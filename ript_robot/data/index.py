@@ -74,6 +74,8 @@ def meta_to_dict(meta: EpisodeMeta) -> dict[str, Any]:
         "kind": meta.kind,
         "sampling": meta.sampling,
         "slot_id": meta.slot_id,
+        "interventions": meta.interventions,
+        "intervened_steps": meta.intervened_steps,
         "label": None if meta.label is None else label_to_dict(meta.label),
     }
 
@@ -92,6 +94,8 @@ def meta_from_dict(d: dict[str, Any]) -> EpisodeMeta:
         kind=d.get("kind", "rollout"),
         sampling=d.get("sampling", "none"),  # stores from before provenance: never in a RIPT group
         slot_id=d.get("slot_id"),
+        interventions=int(d.get("interventions", 0)),  # stores from before interventions: none
+        intervened_steps=int(d.get("intervened_steps", 0)),
     )
 
 
@@ -111,7 +115,7 @@ class EpisodeRecord:
 
     @property
     def reward(self) -> float | None:
-        return None if self.meta.label is None else self.meta.label.reward
+        return self.meta.reward_of(self.meta.label)
 
     @property
     def newest(self) -> Label | None:

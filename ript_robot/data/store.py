@@ -250,6 +250,7 @@ class EpisodeStore:
         clipped = set(attrs.get("safety_clipped_steps", []))
         # stores from before the split: every clipped step counts as limited (never credited)
         limited = set(attrs.get("safety_limited_steps", clipped))
+        intervened = set(attrs.get("intervened", []))
         stamp_inputs = list(attrs.get("capture_stamp_inputs", []))
         num_steps = len(arrays["state"])
         chunk_of_step = np.searchsorted(np.asarray(starts), np.arange(num_steps), side="right") - 1
@@ -270,7 +271,14 @@ class EpisodeStore:
             chunk = int(chunk_of_step[t]) if starts else 0
             steps.append(
                 StepRecord(
-                    t, float(arrays["timestamps"][t]), obs, arrays["actions"][t], chunk, t in clipped, t in limited
+                    t,
+                    float(arrays["timestamps"][t]),
+                    obs,
+                    arrays["actions"][t],
+                    chunk,
+                    t in clipped,
+                    t in limited,
+                    t in intervened,
                 )
             )
         chunks = [

@@ -25,7 +25,9 @@ Layout of one episode group, readable with a plain `zarr.open_group`:
                      was planned from: its start in lock step, earlier on an arm that plans
                      ahead while the previous chunk plays), `safety_clipped_steps` (the
                      filter changed the command), `safety_limited_steps` (and not only by the
-                     policy's own action bounds: PPO does not credit them)
+                     policy's own action bounds: PPO does not credit them), `intervened` (the
+                     steps a person commanded: their `actions` are the person's commands; the
+                     counts are `interventions` and `intervened_steps`)
     ript_manifest    every object of the folder (but the group's zarr.json) with its size and sha256,
                      recorded as it was written; the index row seals it (`ript_robot.data.integrity`)
 Every chunk of every array also carries a CRC32C checksum. The arrays are encoded in this process
@@ -72,6 +74,7 @@ class _Staged:
     frame_steps: list[int] = field(default_factory=list)
     clipped: list[int] = field(default_factory=list)
     limited: list[int] = field(default_factory=list)
+    intervened: list[int] = field(default_factory=list)
     streams: dict[str, ArrayStream] = field(default_factory=dict)  # arrays already in the store
     manifest: dict[str, list[Any]] = field(default_factory=dict)  # key -> [bytes, sha256] of each object written
     received: int = 0  # steps received
@@ -215,6 +218,8 @@ class EpisodeWriter:
                 staged.clipped.append(record.step)
             if record.safety_limited:
                 staged.limited.append(record.step)
+            if record.intervened:
+                staged.intervened.append(record.step)
             staged.received += 1
             if staged.received - staged.written >= self.flush_frames:
                 self._flush_steps(staged)
@@ -281,6 +286,7 @@ class EpisodeWriter:
             attrs["capture_stamp_inputs"] = staged.stamp_inputs
         attrs["safety_clipped_steps"] = staged.clipped
         attrs["safety_limited_steps"] = staged.limited
+        attrs["intervened"] = staged.intervened
         manifest = staged.manifest
         self._write(staged, GROUP_METADATA, group_metadata({"ript_episode": attrs, MANIFEST_ATTR: manifest}))
         self.store.backend.promote(_staging(meta.episode_id), f"episodes/{meta.episode_id}")

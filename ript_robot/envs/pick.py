@@ -165,6 +165,11 @@ class PickEnv(RobotEnv):
     def scene(self) -> Scene:
         return self._scene
 
+    @property
+    def steps_left(self) -> int:
+        """Steps before the episode times out."""
+        return self.spec.max_steps - self._steps
+
     def reset(self, context: Context) -> Observation:
         if context.scene not in SCENES:
             raise ValueError(f"context {context.context_id}: unknown scene {context.scene!r}; known: {sorted(SCENES)}")
@@ -237,3 +242,23 @@ def expert_action(env: PickEnv) -> np.ndarray:
     Uses privileged state (block positions and the scene's gain), as simulators allow.
     """
     return reach_action(env, env.target_position)
+
+
+class ScriptedOperator:
+    """A scripted operator who takes over an episode about to fail, drives the scripted expert to the named
+    block and grasps: a rescue, as a person with a gamepad would make it. About to fail: the policy is about
+    to close the gripper away from the block (a grasp that would miss), or the steps left are just enough
+    for the expert to reach the block and grasp (the policy dawdles into a timeout). It never takes over a
+    policy about to grasp correctly. Callable as a `runtime.loop.Intervener` on `PickEnv`s."""
+
+    def __call__(self, env: RobotEnv, proposed: np.ndarray | None) -> np.ndarray | None:
+        if not isinstance(env, PickEnv):
+            raise TypeError(f"the scripted operator drives the built-in PickEnv, not {type(env).__name__}")
+        if proposed is None:  # in control: the expert to the end (its grasp ends the episode)
+            return expert_action(env)
+        on_block = np.linalg.norm(env.gripper_position - env.target_position) < GRASP_RADIUS
+        if proposed[2] > 0.0:
+            return None if on_block else expert_action(env)
+        goal = _rotate(env.target_position, -env.scene.hand_eye_error_deg)  # where the marker must go
+        reach = int(np.ceil(np.abs(goal - env.marker_position).max() / (STEP_SIZE * env.scene.gain)))
+        return expert_action(env) if env.steps_left <= reach + 2 else None

@@ -27,6 +27,7 @@ of H x A per-dimension ratios and would be clipped almost always.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -40,7 +41,7 @@ from ript_robot.policies.base import Batch, Policy
 from ript_robot.rl.advantage import leave_one_out_advantage
 from ript_robot.rl.distributed import all_reduce, data_parallel, is_sharded
 from ript_robot.rl.sampling import Group
-from ript_robot.types import Observation
+from ript_robot.types import Episode, Observation
 
 S = TypeVar("S", "RolloutBatch", "Imitation")
 
@@ -74,6 +75,7 @@ class RolloutBatch:
     clipped_actions: int = 0  # of those, changed by the safety filter
     limited_actions: int = 0  # of those, changed beyond the policy's bounds (never credited)
     imitation: Imitation | None = None  # what the behaviour-cloning term fits (None: nothing)
+    intervened_steps: int = 0  # steps a person commanded in the episodes imitation drew on
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -110,33 +112,69 @@ def credited(executed: int, limited: np.ndarray, span: int) -> np.ndarray:
     return out
 
 
+def policy_steps(episode: Episode, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk of `episode`: how many of its actions ran (a prefix; a person's steps never count), (C,), and
+    which of those the safety filter changed beyond the policy's bounds, (C, H) bool."""
+    own = [s for s in episode.steps if not s.intervened]
+    executed = np.bincount([s.chunk_index for s in own], minlength=len(episode.chunks))
+    limited = np.zeros((len(episode.chunks), h), bool)
+    first: dict[int, int] = {}
+    for s in own:
+        limited[s.chunk_index, s.step - first.setdefault(s.chunk_index, s.step)] = s.safety_limited
+    return executed, limited
+
+
+def intervened_chunks(episode: Episode, h: int) -> list[tuple[Observation, np.ndarray, np.ndarray]]:
+    """What a person commanded, as chunks to imitate (HG-DAgger): from each intervened step that kept its
+    frames, that step's observation, the next H commands of the same takeover, and which of them exist."""
+    out = []
+    steps = episode.steps
+    for i, step in enumerate(steps):
+        if not step.intervened or not step.observation.images:
+            continue
+        run = []
+        for later in steps[i : i + h]:
+            if not later.intervened:
+                break
+            run.append(later.action)
+        actions = np.zeros((h, len(step.action)), np.float32)
+        actions[: len(run)] = run
+        out.append((step.observation, actions, np.arange(h) < len(run)))
+    return out
+
+
 def build_batch(
-    policy: Policy, groups: Sequence[Group], weighting: str = "action", imitate_successes: bool = False
+    policy: Policy,
+    groups: Sequence[Group],
+    weighting: str = "action",
+    imitate_successes: bool = False,
+    corrections: Sequence[Episode] = (),
 ) -> RolloutBatch | None:
-    """Flatten groups into chunk samples with leave-one-out advantages; None if no signal.
+    """Flatten groups into chunk samples with leave-one-out advantages; None if nothing to learn from.
 
     Unlabeled episodes are skipped (they get no advantage and are not in any baseline), and
     so are episodes whose advantage is exactly zero, which would add nothing to the loss.
-    Actions the safety filter changed beyond the policy's bounds are masked out (`credited`).
+    Actions the safety filter changed beyond the policy's bounds are masked out (`credited`), and
+    so are a person's steps: only the policy's own steps of an episode are its samples. An episode a
+    person took over counts as a failure in its group's baseline (`EpisodeMeta.reward_of`): the rescue
+    says the policy would not have succeeded alone, so the steps that led there get its advantage.
     weighting: "action", every credited action counts alike in the loss's mean (GRPO's token mean), or
     "episode", every episode alike (a 50-step timeout no longer outweighs a 12-step success fourfold).
-    imitate_successes: the executed, unlimited actions of successful episodes also go to `imitation`.
+    imitate_successes: the executed, unlimited actions of successful episodes go to `imitation`.
+    corrections: episodes whose intervened steps go to `imitation` (dynamic sampling keeps every group with
+    one when imitating: a rescue teaches even when its whole group failed).
     """
     if weighting not in ("action", "episode"):
         raise ValueError(f"loss weighting must be 'action' or 'episode', got {weighting!r}")
     observations, actions, old_log_prob, advantages, masks, weights = [], [], [], [], [], []
     h, span = policy.chunk_size, policy.log_prob_span
     executed_actions = clipped_actions = limited_actions = 0
-    imitated: list[tuple[Observation, np.ndarray, np.ndarray]] = []
+    imitated = [chunk for episode in corrections for chunk in intervened_chunks(episode, h)]
     for group in groups:
         for episode, advantage in zip(group.episodes, leave_one_out_advantage(group.rewards), strict=True):
             if episode.reward is None or (advantage == 0.0 and not imitate_successes):
                 continue
-            executed = np.bincount([s.chunk_index for s in episode.steps], minlength=len(episode.chunks))
-            limited = np.zeros((len(episode.chunks), h), bool)
-            first = np.cumsum(executed) - executed  # each chunk's first step
-            for s in episode.steps:
-                limited[s.chunk_index, s.step - first[s.chunk_index]] = s.safety_limited
+            executed, limited = policy_steps(episode, h)
             if imitate_successes and episode.reward == 1.0:
                 for chunk, obs, n, lim in zip(
                     episode.chunks, episode.chunk_observations, executed, limited, strict=True
@@ -144,7 +182,7 @@ def build_batch(
                     imitated.append((obs, chunk.actions, (np.arange(h) < n) & ~lim))
             if advantage == 0.0:
                 continue
-            clipped_actions += sum(s.safety_clipped for s in episode.steps)
+            clipped_actions += sum(s.safety_clipped for s in episode.steps if not s.intervened)
             executed_actions += int(executed.sum())
             limited_actions += int(limited.sum())
             first_chunk = len(masks)
@@ -156,14 +194,15 @@ def build_batch(
                 masks.append(credited(int(n), limited[c], span))
             share = 1.0 / max(1, sum(int(m.sum()) for m in masks[first_chunk:])) if weighting == "episode" else 1.0
             weights += [share] * (len(masks) - first_chunk)
-    if not observations:
+    if not observations and not imitated:
         return None
+    a = policy.action_dim
     return RolloutBatch(
-        inputs=policy.preprocess(observations),
-        actions=torch.from_numpy(np.stack(actions)).float(),
-        old_log_prob=torch.from_numpy(np.stack(old_log_prob)).float(),
+        inputs=policy.preprocess(observations) if observations else {},
+        actions=torch.from_numpy(np.stack(actions)).float() if actions else torch.zeros(0, h, a),
+        old_log_prob=torch.from_numpy(np.stack(old_log_prob)).float() if actions else torch.zeros(0, h),
         advantages=torch.tensor(advantages, dtype=torch.float32),
-        mask=torch.from_numpy(np.stack(masks)).float(),
+        mask=torch.from_numpy(np.stack(masks)).float() if masks else torch.zeros(0, h),
         weight=None if weighting == "action" else torch.tensor(weights, dtype=torch.float32),
         executed_actions=executed_actions,
         clipped_actions=clipped_actions,
@@ -175,12 +214,16 @@ def build_batch(
         )
         if imitated
         else None,
+        intervened_steps=sum(e.meta.intervened_steps for e in corrections),
     )
 
 
 def batch_for(policy: Policy, groups: Sequence[Group], config: RIPTConfig) -> RolloutBatch | None:
-    """`build_batch` as `config` asks (its loss weighting, and what the behaviour-cloning term imitates)."""
-    return build_batch(policy, groups, config.loss_weighting, config.imitate_successes and config.imitation_coef > 0)
+    """`build_batch` as `config` asks: its loss weighting, and, when the behaviour-cloning term has a weight,
+    what it imitates (a person's corrections in the groups; successes too if asked)."""
+    imitating = config.imitation_coef > 0
+    corrections = [e for g in groups for e in g.episodes if e.meta.interventions] if imitating else []
+    return build_batch(policy, groups, config.loss_weighting, config.imitate_successes and imitating, corrections)
 
 
 def ppo_loss(
@@ -270,28 +313,32 @@ def ppo_update(
             error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() * weight
         initial_ratio_error = all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
     loss_mask = batch.loss_mask()  # weighted: each minibatch's loss is a weighted mean over its credited log-probs
-    keys = ("loss", "approx_kl", "clipfrac", "ratio_mean", "grad_norm", *(("bc_loss",) if imitation else ()))
-    sums = dict.fromkeys(keys, 0.0)
+    sums: dict[str, float] = defaultdict(float)
     steps = 0
     stopped = False
+    # minibatches per epoch: over the PPO samples, or over the imitated chunks when there are none (an update
+    # from a person's corrections alone, every group of it uniform)
+    rows = len(batch) or (len(imitation) if imitation is not None else 0)
     for _ in range(config.ppo_epochs):
         if stopped:
             break
         order = torch.randperm(len(batch), generator=generator)
-        for begin in range(0, len(batch), config.minibatch_size):
-            minibatch = order[begin : begin + config.minibatch_size]
-            tokens = float(loss_mask[minibatch].sum()) or 1.0
-            mb, weight = share_of(batch, minibatch)
-            loss, diag = ppo_loss(
-                policy.log_prob(mb.inputs, mb.actions),
-                mb.old_log_prob,
-                mb.advantages,
-                mb.loss_mask(),
-                config.clip_low,
-                config.clip_high,
-                tokens,
-            )
-            loss, diag = loss * weight, {k: v * weight for k, v in diag.items()}
+        for begin in range(0, rows, config.minibatch_size):
+            loss, diag = torch.zeros(()), {}
+            if len(batch):
+                minibatch = order[begin : begin + config.minibatch_size]
+                tokens = float(loss_mask[minibatch].sum()) or 1.0
+                mb, weight = share_of(batch, minibatch)
+                loss, diag = ppo_loss(
+                    policy.log_prob(mb.inputs, mb.actions),
+                    mb.old_log_prob,
+                    mb.advantages,
+                    mb.loss_mask(),
+                    config.clip_low,
+                    config.clip_high,
+                    tokens,
+                )
+                loss, diag = loss * weight, {k: v * weight for k, v in diag.items()}
             if imitation is not None:
                 bc_loss = imitation_loss()
                 diag["bc_loss"] = bc_loss.item()
@@ -317,7 +364,7 @@ def ppo_update(
             sums["loss"] += loss_value
             sums["grad_norm"] += float(grad_norm)
             steps += 1
-            if config.target_kl is not None and diag["approx_kl"] > config.target_kl:
+            if config.target_kl is not None and diag.get("approx_kl", 0.0) > config.target_kl:
                 stopped = True
                 break
     out = {key: value / max(steps, 1) for key, value in sums.items()}
@@ -327,4 +374,5 @@ def ppo_update(
     out["limited_share"] = batch.limited_actions / max(batch.executed_actions, 1)
     out["minibatches"] = float(steps)
     out["imitated_actions"] = float(imitation.mask.sum()) if imitation is not None else 0.0
+    out["intervened_steps"] = float(batch.intervened_steps) if imitation is not None else 0.0
     return out

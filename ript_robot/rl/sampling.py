@@ -41,16 +41,19 @@ class SamplingStats:
     rejected_all_success: int = 0
     rejected_all_failure: int = 0
     rejected_unlabeled: int = 0
+    corrected: int = 0  # accepted groups a person took over in (kept for imitation, informative or not)
     episodes: list[Episode] = field(default_factory=list)  # every rollout, accepted or not
 
     @property
     def rejected(self) -> int:
         return self.rejected_all_success + self.rejected_all_failure + self.rejected_unlabeled
 
-    def judge(self, rewards: Sequence[float | None], dynamic_sampling: bool) -> bool:
-        """Whether a group of K rewards is kept for the update; a dropped group is counted by why."""
-        if not dynamic_sampling or is_informative(rewards):
+    def judge(self, rewards: Sequence[float | None], dynamic_sampling: bool, corrected: bool = False) -> bool:
+        """Whether a group of K rewards is kept for the update; a dropped group is counted by why. A group a
+        person `corrected` is kept whatever its rewards: its corrections are what the update imitates."""
+        if not dynamic_sampling or is_informative(rewards) or corrected:
             self.accepted += 1
+            self.corrected += corrected
             return True
         labeled = [r for r in rewards if r is not None]
         if len(labeled) < 2:
@@ -154,13 +157,16 @@ class GroupSampler:
         dynamic_sampling: bool = True,
         max_rounds: int = 4,
         max_groups: int | None = None,
+        keep_corrected: bool = False,
     ):
-        """max_groups: what is left of the run's episode budget, in groups (None: no limit)."""
+        """max_groups: what is left of the run's episode budget, in groups (None: no limit); keep_corrected:
+        groups with a person's corrections count as informative (when the update imitates them)."""
         if wanted < 1:
             raise ValueError(f"groups wanted per iteration must be >= 1, got {wanted}")
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
         self.pool, self.wanted, self.dynamic_sampling = pool, wanted, dynamic_sampling
+        self.keep_corrected = keep_corrected
         self.budget = wanted * max_rounds if dynamic_sampling else wanted
         if max_groups is not None:
             self.budget = max(0, min(self.budget, max_groups))
@@ -176,6 +182,7 @@ class GroupSampler:
             config.dynamic_sampling,
             config.max_sampling_rounds,
             groups_left(config, spent),
+            config.imitation_coef > 0,
         )
 
     def schedule(self, waiting: int = 0) -> list[Context]:
@@ -186,10 +193,11 @@ class GroupSampler:
         self.scheduled += n
         return self.pool.take(n)
 
-    def judge(self, context_id: str, rewards: Sequence[float | None]) -> bool:
-        """Whether a finished group is kept for the update; the pool learns its rewards either way."""
+    def judge(self, context_id: str, rewards: Sequence[float | None], corrected: bool = False) -> bool:
+        """Whether a finished group is kept for the update; the pool learns its rewards either way.
+        corrected: a person took over in one of its episodes."""
         self.pool.observe(context_id, rewards)
-        return self.stats.judge(rewards, self.dynamic_sampling)
+        return self.stats.judge(rewards, self.dynamic_sampling, corrected and self.keep_corrected)
 
     def done(self, waiting: int = 0) -> bool:
         """Enough informative groups, or nothing left to wait for and the budget spent."""
@@ -220,7 +228,7 @@ def collect_groups(
         stats.episodes.extend(episodes)
         for g, context in enumerate(contexts):
             group = Group(context, episodes[g * rollouts_per_context : (g + 1) * rollouts_per_context])
-            if sampler.judge(context.context_id, group.rewards):
+            if sampler.judge(context.context_id, group.rewards, any(e.meta.interventions for e in group.episodes)):
                 accepted.append(group)
     return accepted, stats
 

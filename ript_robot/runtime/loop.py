@@ -70,6 +70,15 @@ class EpisodeBuffer:
 
 
 Command = tuple[np.ndarray, bool]  # (safety-filtered command, fault: hold the arm and end the episode)
+Takeover = Callable[[int, "np.ndarray | None"], "np.ndarray | None"]  # (slot, proposed action) -> command or None
+
+
+class Intervener(Protocol):
+    """A person watching a simulated episode, or a script playing one: given the env and the action the policy
+    would execute next (None while the intervener is in control), the command to execute instead, or None to
+    leave control to the policy (or hand it back). On an arm the teleoperation input plays this part."""
+
+    def __call__(self, env: RobotEnv, proposed: np.ndarray | None) -> np.ndarray | None: ...
 
 
 class EpisodeController:
@@ -102,6 +111,7 @@ class EpisodeController:
         self._chunk_counts: dict[int, int] = {}
         self._position: dict[int, int] = {}  # index of the next action in the slot's current chunk
         self._previous: dict[int, np.ndarray] = {}
+        self._intervening: set[int] = set()  # slots a person commands now
         self.plan_seconds = 0.0  # time the last tick spent in the policy (0 when it did not re-plan)
         self.policy = policy
         self.set_policy(policy)
@@ -216,15 +226,59 @@ class EpisodeController:
         self._previous[slot] = command
         return command, fault
 
-    def tick(self, observations: dict[int, Observation]) -> dict[int, Command]:
+    def intervene(self, slot: int, observation: Observation, command: np.ndarray) -> Command:
+        """Execute a person's `command` for `slot` instead of the policy's next action: the same safety filter,
+        logged as an intervened step (with its frames, for imitation); the policy's chunk is dropped, so when
+        the person lets go (`release`) it re-plans from the newest observation."""
+        step = self._steps[slot]
+        if slot not in self._intervening:
+            self._intervening.add(slot)
+            self.metas[slot].interventions += 1
+            self._chunks.pop(slot, None)
+        filtered, clipped, fault = self.safety(
+            np.asarray(command, np.float32), observation.state, self._previous.get(slot)
+        )
+        record = StepRecord(
+            step, time.time(), observation, filtered, self._chunk_counts[slot] - 1, clipped, clipped, intervened=True
+        )
+        for s in self.sinks:
+            s.add_step(self.metas[slot].episode_id, record)
+        self.metas[slot].intervened_steps += 1
+        self._steps[slot] = step + 1
+        self._previous[slot] = filtered
+        return filtered, fault
+
+    def release(self, slot: int) -> None:
+        """The person let go of `slot`: the policy plans its next step (no-op when nobody was in control)."""
+        self._intervening.discard(slot)
+
+    def intervening(self, slot: int) -> bool:
+        """Whether a person commands `slot` now."""
+        return slot in self._intervening
+
+    def tick(self, observations: dict[int, Observation], takeover: Takeover | None = None) -> dict[int, Command]:
         """One lock-step tick for the given running slots: re-plan those due (one batched policy
-        call), then execute each slot's next action. What the simulated rollouts run."""
-        due = {i: o for i, o in observations.items() if self.needs_plan(i)}
+        call), then execute each slot's next action, or the command `takeover` gives instead (it sees
+        the proposed action, None while it is in control; returning None hands control back, and the
+        policy re-plans from this observation). What the simulated rollouts run."""
+        due = {i: o for i, o in observations.items() if not self.intervening(i) and self.needs_plan(i)}
         self.plan_seconds = 0.0
         if due:
             for i, chunk in self.plan(due).items():
                 self.adopt(i, chunk, due[i])
-        return {i: self.step(i, observation) for i, observation in observations.items()}
+        commands = {}
+        for i, observation in observations.items():
+            if takeover is not None:
+                proposed = None if self.intervening(i) else self._chunks[i].actions[self._position[i]]
+                command = takeover(i, proposed)
+                if command is not None:
+                    commands[i] = self.intervene(i, observation, command)
+                    continue
+                if self.intervening(i):
+                    self.release(i)
+                    self.adopt(i, self.plan({i: observation})[i], observation)
+            commands[i] = self.step(i, observation)
+        return commands
 
     def finish(
         self, slot: int, reason: str, label: Label | None = None, final: Observation | None = None
@@ -242,6 +296,7 @@ class EpisodeController:
         self._position.pop(slot, None)
         self._chunk_counts.pop(slot)
         self._previous.pop(slot, None)
+        self._intervening.discard(slot)
         for s in self.sinks:
             s.end(meta, final if final is not None and final.images else None)
         return meta
@@ -261,13 +316,16 @@ def run_episodes(
     safety: SafetyFilter | None = None,
     on_step: Callable[[int], None] | None = None,
     slot_ids: Sequence[str | None] | None = None,
+    intervener: Intervener | None = None,
 ) -> list[Episode]:
     """Run one episode per (env, context) pair in lock step and return them, in order.
 
     sink: also receives every chunk and step (the returned episodes come from an internal
     buffer either way). on_step(n_active): called once per tick, e.g. for a progress bar.
-    slot_ids: the schedule slot each episode fills (default: none). A fault (a non-finite
-    action) ends the episode as a failure: the simulator knows it did not succeed.
+    slot_ids: the schedule slot each episode fills (default: none). intervener: who may take
+    over an episode (a scripted operator; while in control every step is rendered, so its
+    steps keep frames to imitate). A fault (a non-finite action) ends the episode as a
+    failure: the simulator knows it did not succeed.
     """
     if len(envs) != len(contexts):
         raise ValueError(f"{len(envs)} envs but {len(contexts)} contexts: give one context per env")
@@ -282,6 +340,7 @@ def run_episodes(
     controller = EpisodeController(
         policy, config, safety, [buffer] if sink is None else [buffer, sink], robot_id, deterministic
     )
+    takeover = None if intervener is None else lambda i, proposed: intervener(envs[i], proposed)
     observations = {}
     metas = []
     for i, (env, context) in enumerate(zip(envs, contexts, strict=True)):
@@ -291,12 +350,13 @@ def run_episodes(
     while observations:
         n_active = len(observations)
         stepping = []
-        for i, (command, fault) in controller.tick(observations).items():
+        for i, (command, fault) in controller.tick(observations, takeover).items():
             if fault:
                 controller.finish(i, FAULT_REASON, Label(success=False, source="sim", labeler=type(envs[i]).__name__))
                 del observations[i]
                 continue
-            envs[i].step_async(command, render=controller.frame_due(controller.step_of(i)))
+            render = controller.intervening(i) or controller.frame_due(controller.step_of(i))
+            envs[i].step_async(command, render=render)
             stepping.append(i)
         for i in stepping:  # envs in worker processes step concurrently between step_async and step_wait
             result = envs[i].step_wait()

@@ -70,7 +70,7 @@ class LedgerGroup:
 
     @property
     def rewards(self) -> list[float]:
-        return [label.reward for label in self.labels]
+        return [float(r.meta.reward_of(label)) for r, label in zip(self.members, self.labels, strict=True)]
 
 
 class Ledger:

@@ -34,7 +34,7 @@ from ript_robot.rl.sampling import context_pool
 from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
 from ript_robot.train.logging import MetricsLogger, plot_success
 from ript_robot.train.ript import RIPTLearner
-from sim_bridge.rollouts import builtin_rollouts
+from sim_bridge.rollouts import builtin_rollouts, scripted_operator
 
 
 def pretrain_and_sft(cfg: QuickstartConfig, log: MetricsLogger, progress: bool = True) -> Policy:
@@ -85,7 +85,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
         tqdm.write(f"after SFT   train {sft_train}\n            held-out {sft_heldout}")
 
     learner = RIPTLearner(policy, context_pool(train, cfg.ript, cfg.seed), cfg.ript, cfg.seed)
-    rollout = partial(sim, policy)
+    rollout = partial(sim, policy, intervener=scripted_operator(cfg))
     curve_train, curve_rollout = [sft_train.success_rate], [float("nan")]
     last = 0
     bar = tqdm(range(1, cfg.ript.iterations + 1), desc="RIPT", disable=not progress)

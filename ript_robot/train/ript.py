@@ -58,6 +58,7 @@ class RIPTLearner:
             "groups_rejected": stats.rejected,
             "rejected_all_success": stats.rejected_all_success,
             "rejected_all_failure": stats.rejected_all_failure,
+            "groups_corrected": stats.corrected,
         }
         metrics["replayed_groups"] = len(self.replay)
         batch = batch_for(self.policy, self.replay.batch(groups), cfg)

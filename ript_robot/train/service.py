@@ -209,8 +209,10 @@ class StoreTrainer:
 
     def _intact(self, group: LedgerGroup) -> bool:
         """Read and verify the members of a group the update would use; a damaged one is logged, becomes a
-        hole of its group (scheduled again) and is never trained on. A uniform group is dropped unread."""
-        if self.ript.dynamic_sampling and not is_informative(group.rewards):
+        hole of its group (scheduled again) and is never trained on. A uniform group is dropped unread, unless
+        a person took over in it and the update imitates their corrections (`ript.imitation_coef`)."""
+        corrected = self.ript.imitation_coef > 0 and any(r.meta.interventions for r in group.members)
+        if self.ript.dynamic_sampling and not is_informative(group.rewards) and not corrected:
             return True
         for record in group.members:
             try:
@@ -246,7 +248,9 @@ class StoreTrainer:
                     continue
                 group.judged_at = ledger.now
                 judged.update(r.episode_id for r in group.members)
-                (accepted if sampler.judge(group.context.context_id, group.rewards) else rejected).append(group)
+                corrected = any(r.meta.interventions for r in group.members)
+                kept = sampler.judge(group.context.context_id, group.rewards, corrected)
+                (accepted if kept else rejected).append(group)
             waiting = ledger.in_state(GroupState.WAITING)
             if sampler.done(len(waiting)):
                 break
@@ -306,6 +310,7 @@ class StoreTrainer:
             "groups_rejected": stats.rejected,
             "rejected_all_success": stats.rejected_all_success,
             "rejected_all_failure": stats.rejected_all_failure,
+            "groups_corrected": stats.corrected,
             "wait_s": wait_s,
             "label_backlog": ledger.backlog(),  # rollouts of waiting groups with no settled label yet
             "mixed_version_groups": sum(g.mixed for g in accepted + rejected),  # the replacement fallback

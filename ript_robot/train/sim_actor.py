@@ -22,7 +22,7 @@ from ript_robot.policies.published import PolicyFollower
 from ript_robot.runtime.loop import EpisodeSink
 from ript_robot.runtime.timing import Backoff
 from ript_robot.types import ActionChunk, EpisodeMeta, Label, Observation, StepRecord
-from sim_bridge.rollouts import SimRollouts, builtin_rollouts
+from sim_bridge.rollouts import SimRollouts, builtin_rollouts, scripted_operator
 
 
 @dataclass
@@ -84,6 +84,7 @@ def run_actor(
     sink: EpisodeSink = writer if outcomes is None else Unlabeled(writer, outcomes)
     report = ActorReport()
     bar = tqdm(desc=f"actor {cfg.actor.robot_id}", unit="ep", disable=not progress)
+    operator = scripted_operator(cfg)  # the built-in task's, when configured (its rescues are stored as such)
     backoff = Backoff(cfg.actor.poll_s, min(0.05, cfg.actor.poll_s))  # looks at the schedule while it waits
     try:
         while max_episodes is None or report.episodes < max_episodes:
@@ -109,7 +110,7 @@ def run_actor(
                 continue
             backoff.changed()
             contexts, ids = [slot.context for slot in slots], [slot.slot_id for slot in slots]
-            episodes = sim(follower.policy, contexts, sink=sink, slot_ids=ids)
+            episodes = sim(follower.policy, contexts, sink=sink, slot_ids=ids, intervener=operator)
             report.episodes += len(episodes)
             bar.update(len(episodes))
             problem = f"; {follower.problem}" if follower.problem else ""  # a damaged publication: v kept

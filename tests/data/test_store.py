@@ -282,3 +282,19 @@ def test_the_final_scene_is_kept_after_the_last_step_for_detectors_and_operators
     read = store.refresh().read_episode(episode.meta.episode_id)  # training reads steps as before
     assert len(read.steps) == steps and all(s.observation.images for s in read.steps)
     assert store.verify().ok
+
+
+def test_a_persons_steps_are_stored_flagged_and_plain_zarr_sees_them(tmp_path: Path) -> None:
+    episode = synthetic_episode(steps=9)
+    for step in episode.steps[3:6]:
+        step.intervened = True
+    episode.meta.interventions, episode.meta.intervened_steps = 1, 3
+    store = EpisodeStore(tmp_path)
+    store.write_episode(episode)
+    stored = store.read_episode(episode.meta.episode_id)
+    assert [s.step for s in stored.steps if s.intervened] == [3, 4, 5]
+    assert (stored.meta.interventions, stored.meta.intervened_steps) == (1, 3)
+    assert stored.reward == 0.0 and stored.meta.label is not None and stored.meta.label.success  # the label stays
+    attrs = zarr.open_group(tmp_path / "episodes" / episode.meta.episode_id).attrs["ript_episode"]
+    assert attrs["intervened"] == [3, 4, 5] and attrs["interventions"] == 1
+    assert store.verify().ok
