@@ -133,6 +133,7 @@ class LabelApp:
             "policy_version": m.policy_version,
             "robot_id": m.robot_id,
             "steps": m.num_steps,
+            "interventions": m.interventions,  # times a person took over: label the outcome, rescued or not
             "end_reason": m.end_reason,
             "fault": m.end_reason.startswith("fault"),
             "training": self._training(record),

@@ -52,8 +52,9 @@ function notice(text) { $("notice").textContent = text; }
 function describe(item) {
   const when = item.ended_at ? new Date(item.ended_at * 1000).toLocaleTimeString() : "";
   const training = item.training ? ` · ${item.training}` : "";
-  return `${item.context_id} · policy v${item.policy_version} · ${item.steps} steps · ${item.end_reason} · ${when}` +
-    training;
+  const taken = item.interventions ? ` · taken over ${item.interventions}x` : "";
+  return `${item.context_id} · policy v${item.policy_version} · ${item.steps} steps${taken} · ${item.end_reason}` +
+    ` · ${when}${training}`;
 }
 
 function currentItem() {
@@ -113,6 +114,8 @@ function renderRobot() {
     $("live-step").textContent = robot.step;
     $("live-version").textContent = robot.policy_version === null ? "–" : `v${robot.policy_version}`;
     $("live-context").textContent = robot.context ? robot.context.instruction : "";
+    $("live-person").hidden = robot.control !== "person";  // a person commands the arm (teleoperation)
+    $("live-interventions").textContent = robot.interventions || 0;
     $("stop").textContent = robot.software_stop ? "Release stop" : "STOP";
     $("start").disabled = robot.state !== "ready" || robot.software_stop;
   }

@@ -136,6 +136,45 @@ class CommandConfig(ConfigModel):
         return self
 
 
+class TeleopConfig(ConfigModel):
+    """A person taking over from the policy (`ript_ros.teleop`): a dead-man button on a Joy topic, commands from
+    its axes or from a twist topic, mapped onto the leading action dimensions."""
+
+    enabled: bool = Field(False, description="listen to a teleoperation device: its dead-man button hands over control")
+    joy_topic: str = Field("joy", description="sensor_msgs/Joy topic (joy_node, spacenav's spacenav/joy)")
+    deadman_button: int = Field(
+        4, ge=0, description="Joy button a person holds to command the arm (4: LB on a gamepad)"
+    )
+    close_button: int = Field(0, ge=-1, description="Joy button that closes the gripper while held; -1 for none")
+    source: Literal["joy", "twist"] = Field("joy", description="where the person's motion comes from")
+    joy_axes: list[int] = Field(
+        default_factory=lambda: [1, 0], description="joy: Joy axis of each leading action dimension"
+    )
+    twist_topic: str = Field("teleop/twist", description="twist: geometry_msgs/TwistStamped topic of the motion")
+    twist_fields: list[str] = Field(
+        default_factory=lambda: ["linear.x", "linear.y"], description="twist: field of each leading action dimension"
+    )
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0, 1.0], description="action units per unit of each mapped axis or field"
+    )
+    max_age_s: float = Field(
+        0.25, gt=0.0, description="teleop messages older than this while a person commands hold the arm, s"
+    )
+
+    @model_validator(mode="after")
+    def _check_mapping(self) -> TeleopConfig:
+        mapped = self.joy_axes if self.source == "joy" else self.twist_fields
+        if len(self.scales) != len(mapped):
+            raise ValueError(f"teleop.scales has {len(self.scales)} values for {len(mapped)} mapped dimensions")
+        if unknown := [f for f in self.twist_fields if f not in TWIST_FIELDS]:
+            raise ValueError(f"teleop.twist_fields {unknown} unknown; choose from {list(TWIST_FIELDS)}")
+        if self.close_button == self.deadman_button:
+            raise ValueError("teleop.close_button and deadman_button must be different buttons")
+        if min(self.joy_axes, default=0) < 0:
+            raise ValueError(f"teleop.joy_axes {self.joy_axes} must be axis indices >= 0")
+        return self
+
+
 class ResetConfig(ConfigModel):
     """Between episodes: open the gripper, retreat, go home, and check the pose before a start."""
 
@@ -189,6 +228,7 @@ class PolicyNodeConfig(ConfigModel):
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
     reset: ResetConfig = Field(default_factory=ResetConfig)
+    teleop: TeleopConfig = Field(default_factory=TeleopConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
 
@@ -210,6 +250,7 @@ class SimBridgeConfig(ConfigModel):
         True, description="publish the simulator's success (false: as on a real arm, the tablet or detector labels)"
     )
     instruction: str = Field("", description="instruction to publish (latched) for instruction contexts; '' for none")
+    joy_topic: str = Field("joy", description="sensor_msgs/Joy the scripted operator (builtin.scripted_operator) uses")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
 

@@ -60,8 +60,10 @@ class EpisodeRunner:
         self.pending = None
         return self.controller.begin(SLOT, context, slot_id)
 
-    def period(self, observation: Observation | None) -> Period:
-        """One control period; `observation` is None while an input is stale (then the arm holds)."""
+    def period(self, observation: Observation | None, person: np.ndarray | None = None) -> Period:
+        """One control period; `observation` is None while an input is stale (then the arm holds); `person`: a
+        person's command this period (teleoperation), executed instead of the policy's. When the person lets
+        go, the policy plans from the newest observation (the arm holds until that chunk comes)."""
         c = self.controller
         planned = self.worker.poll()
         if planned is not None:
@@ -71,6 +73,16 @@ class EpisodeRunner:
             self.plan_seconds.append(planned.seconds)
         if observation is None:
             return Period(hold="stale input")
+        if person is not None:
+            if not c.intervening(SLOT):  # the policy's queue is cleared: nothing it planned runs after the takeover
+                self.worker.cancel()
+                self.pending = None
+            command, fault = c.intervene(SLOT, observation, person)
+            return Period(fault=FAULT_REASON) if fault else Period(command=command)
+        if c.intervening(SLOT):
+            c.release(SLOT)
+            self.worker.cancel()
+            self.pending = None
         step = c.step_of(SLOT)
         if self.pending is not None and (not c.can_step(SLOT) or c.position_of(SLOT) >= c.config.execute_steps):
             p, self.pending = self.pending, None

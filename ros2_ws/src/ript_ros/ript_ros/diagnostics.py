@@ -66,6 +66,8 @@ def episode_status(node: PolicyNode, seq: int) -> dict[str, Any]:
         "context": None if node.current_context is None else vars(node.current_context),
         "episode_id": runner.controller.metas[0].episode_id if running else None,
         "step": runner.steps if running else 0,
+        "control": "person" if running and runner.controller.intervening(0) else "policy",  # who commands the arm
+        "interventions": runner.controller.metas[0].interventions if running else 0,
         "policy_version": None if node.arm is None else node.arm.policy_version,
         "software_stop": node.stopped,
         "last_episode": node.last_episode,

@@ -34,11 +34,9 @@ from typing import Any
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -56,6 +54,7 @@ from ript_ros.phases import BETWEEN_EPISODES, EPISODE, Phase, PhaseMachine
 from ript_ros.reset import Stage
 from ript_ros.setup import LATCHED, RELIABLE, ArmSetup, create_io
 from ript_ros.spin import spin
+from ript_ros.teleop import Control, Decision
 
 __all__ = ["LATCHED", "RELIABLE", "PolicyNode", "stamp_seconds"]
 
@@ -108,6 +107,7 @@ class PolicyNode(LifecycleNode):
         self._stale_since: float | None = None
         self._ending_deadline: float | None = None
         self._next_poll = 0.0
+        self._shown = Control.POLICY  # who the last status said commands the arm
         self.safety_group = MutuallyExclusiveCallbackGroup()  # services, the stop, the command watchdog
         self.input_group = MutuallyExclusiveCallbackGroup()  # sensor callbacks (image conversion takes ms)
         self.report_group = MutuallyExclusiveCallbackGroup()  # /diagnostics: percentiles take ms, never the stop's
@@ -207,19 +207,10 @@ class PolicyNode(LifecycleNode):
         self.get_logger().error(message, throttle_duration_sec=5.0)
 
     @guarded
-    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
+    def _on_input(self, route: Callable[[ArmSetup], Callable[..., None]], *args: Any) -> None:
+        """A sensor or teleop message, handed to where `route` finds its handler on the arm (`ript_ros.setup`)."""
         if self.arm is not None:
-            self.arm.inputs.on_image(camera, msg)
-
-    @guarded
-    def _on_joints(self, msg: JointState) -> None:
-        if self.arm is not None:
-            self.arm.inputs.on_joint_state(msg)
-
-    @guarded
-    def _on_pose(self, msg: PoseStamped) -> None:
-        if self.arm is not None:
-            self.arm.inputs.on_pose(msg)
+            route(self.arm)(*args)
 
     @guarded
     def _on_instruction(self, msg: String) -> None:
@@ -270,8 +261,15 @@ class PolicyNode(LifecycleNode):
         arm = self.arm
         arm.cycle.start(now)
         stale = arm.inputs.stale()
+        decision = arm.teleop.decide() if arm.teleop is not None else Decision(Control.POLICY)
+        if decision.control is Control.HOLD:  # the person's device went quiet with the dead-man held
+            stale = {**stale, "teleop": arm.teleop.age()}
+            self.get_logger().warning(f"holding the arm: {decision.reason}", throttle_duration_sec=1.0)
         observation = None if stale else arm.inputs.observation(self.current_context.instruction)
-        period = arm.runner.period(observation)
+        period = arm.runner.period(observation, decision.command)
+        if decision.control is not self._shown:  # the tablet shows at once who commands the arm
+            self._shown = decision.control
+            self._publish_status()
         policy_fault = bool(period.fault)  # the policy's own (a non-finite action, an exception)
         if not period.fault and period.command is not None:
             try:
@@ -420,6 +418,7 @@ class PolicyNode(LifecycleNode):
             "reason": reason,
             "success": None if label is None else label.success,
             "policy_version": meta.policy_version,
+            "interventions": meta.interventions,
         }
         self.get_logger().info(f"episode {meta.episode_id} ended after {meta.num_steps} steps: {reason}")
         self.current_context = None

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState, Joy
 from std_msgs.msg import Bool, Float64, String
 from trajectory_msgs.msg import JointTrajectory
 
@@ -38,6 +39,7 @@ from ript_ros.control import EpisodeRunner
 from ript_ros.inputs import ArmInputs
 from ript_ros.phases import Phase, PhaseMachine
 from ript_ros.reset import Homing
+from ript_ros.teleop import Teleop
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -170,6 +172,8 @@ class ArmSetup:
             cfg.topics, tuple(policy.image_shape), cfg.command.joints if joint_space else [], pose_frame,
             cfg.max_input_age_s, cfg.max_clock_skew_s, clock, joint_limits(cfg) if joint_space else None,
         )  # fmt: skip
+        # a person's takeover (teleoperation), when a device is configured
+        self.teleop = Teleop(cfg.teleop, policy.action_dim, cfg.command.gripper_index) if cfg.teleop.enabled else None
         self.homing = Homing(cfg.reset, self.adapter, self.safety, self.workspace)
         self.slot_id: str | None = None  # the schedule slot of the claimed context
         self.cycle = CycleTimer(cfg.control_hz)  # warns when control periods come late or overrun
@@ -248,11 +252,16 @@ def create_io(node: Any, cfg: PolicyNodeConfig) -> tuple[list[Any], dict[str, An
     for camera in t.cameras:
         topic = t.image_topic.format(camera=camera)
         kind, topic = (CompressedImage, f"{topic}/compressed") if t.image_transport == "compressed" else (Image, topic)
-        callback = functools.partial(node._on_image, camera)
+        callback = functools.partial(node._on_input, attrgetter("inputs.on_image"), camera)
         subs.append(node.create_subscription(kind, topic, callback, qos_profile_sensor_data, callback_group=g))
-    sensors = [(JointState, t.state_topic, node._on_joints)] if node.arm.inputs.joint_names else []
-    sensors += [(PoseStamped, t.ee_pose_topic, node._on_pose)] if t.ee_pose_topic else []
-    for kind, topic, callback in sensors:
+    sensors = [(JointState, t.state_topic, attrgetter("inputs.on_joint_state"))] if node.arm.inputs.joint_names else []
+    sensors += [(PoseStamped, t.ee_pose_topic, attrgetter("inputs.on_pose"))] if t.ee_pose_topic else []
+    if node.arm.teleop is not None:  # a person's device: the dead-man (and maybe the motion) on Joy
+        sensors.append((Joy, cfg.teleop.joy_topic, attrgetter("teleop.on_joy")))
+        if cfg.teleop.source == "twist":
+            sensors.append((TwistStamped, cfg.teleop.twist_topic, attrgetter("teleop.on_twist")))
+    for kind, topic, route in sensors:
+        callback = functools.partial(node._on_input, route)
         subs.append(node.create_subscription(kind, topic, callback, qos_profile_sensor_data, callback_group=g))
     subs.append(node.create_subscription(String, t.instruction_topic, node._on_instruction, LATCHED, callback_group=g))
     subs.append(

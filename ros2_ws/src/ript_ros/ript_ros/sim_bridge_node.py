@@ -8,8 +8,11 @@ renders every frame it publishes, manages fewer on a CPU: give the policy node a
 simulator's success on the outcome topic. It also plays the operator: when the policy node
 announces the next context, it sets the scene up (resets the simulator to that context),
 publishes the instruction and calls the policy node's start service; when the policy node
-ends an episode without an outcome (max steps), it reports the simulator's verdict. So the
-policy node cannot tell it from an arm, a camera driver and a person with a tablet.
+ends an episode without an outcome (max steps), it reports the simulator's verdict. With
+`builtin.scripted_operator` it also plays a person with a gamepad (sensor_msgs/Joy on `joy_topic`):
+when a command would grasp beside the block (or the policy dawdles), it catches the arm (that
+command is not applied), holds the dead-man and drives the scripted expert until the grasp. So
+the policy node cannot tell it from an arm, a camera driver and a person with a tablet.
 
 Commands carry the stamp of the frame they answer; the bridge records camera-to-command
 latency from it (`latencies`), which `benchmarks/ros_latency.py` reads.
@@ -27,12 +30,12 @@ import rclpy
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image, JointState, Joy
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from ript_robot.envs.base import RobotEnv
-from ript_robot.envs.pick import STEP_SIZE, PickEnv
+from ript_robot.envs.pick import STEP_SIZE, PickEnv, ScriptedOperator
 from ript_robot.types import Context, Observation
 from ript_ros.adapters import CommandAdapter
 from ript_ros.config import SimBridgeConfig
@@ -92,6 +95,10 @@ class SimBridgeNode(Node):
         self.commands_applied = 0
         self.steps_without_command = 0  # simulation ticks of a running episode that found no new command
         self.episode_commands = 0  # commands applied in this episode (its first tick has none to find)
+        # the built-in task's scripted operator, on the gamepad topic a person's device would use
+        self.operator = ScriptedOperator() if cfg.task == "builtin" and cfg.builtin.scripted_operator else None
+        self.operating = False
+        self.joy_pub = self.create_publisher(Joy, cfg.joy_topic, qos_profile_sensor_data)
         if cfg.instruction:
             self.instruction_pub.publish(String(data=cfg.instruction))
         self.create_timer(1.0 / cfg.control_hz, self._step)
@@ -127,6 +134,7 @@ class SimBridgeNode(Node):
             return
         self.scene_context = context
         self.twist, self.gripper, self.success, self.reported = None, -1.0, False, False
+        self.operating = False
         self.phase = "set_up"
         self.episode_commands = 0
         self.frames_since_reset = 0
@@ -147,13 +155,18 @@ class SimBridgeNode(Node):
         if self.phase in ("set_up", "running") and not self.reported and self.twist is not None:
             action = self.adapter.twist_to_action(self.twist, self.gripper)
             self.twist = None
-            result = self.env.step(action)
-            self.commands_applied += 1
-            self.episode_commands += 1
-            self.observation = result.observation
-            self.success = bool(result.success)
-            if result.done:
-                self._report(self.success)
+            if self.operator is not None and not self.operating and self.operator(self.env, action) is not None:
+                self.operating = True  # the person catches the arm before this command: it is not applied
+            else:
+                result = self.env.step(action)
+                self.commands_applied += 1
+                self.episode_commands += 1
+                self.observation = result.observation
+                self.success = bool(result.success)
+                if result.done:
+                    self._report(self.success)
+        if self.operator is not None:
+            self._publish_joy()
         stamp = self.get_clock().now().to_msg()
         for camera, pub in self.image_pubs.items():
             pub.publish(rgb_to_image(self.observation.images[camera], stamp, camera))
@@ -163,6 +176,16 @@ class SimBridgeNode(Node):
         if self.start_pending and self.frames_since_reset >= 2 and self.start_client.service_is_ready():
             self.start_pending = False
             self.start_client.call_async(Trigger.Request()).add_done_callback(self._on_started)
+
+    def _publish_joy(self) -> None:
+        """The scripted operator's gamepad, every tick: while it commands, the dead-man (button 4) held and the
+        expert's motion for the scene as it is now (axes 0 and 1: dx, dy; button 0 closes); else released."""
+        command = self.operator(self.env, None) if self.operating and not self.reported else None
+        buttons = [0] * 8
+        if command is not None:
+            buttons[4], buttons[0] = 1, int(command[2] > 0.0)
+        axes = [0.0, 0.0] if command is None else [float(command[0]), float(command[1])]
+        self.joy_pub.publish(Joy(axes=axes, buttons=buttons))
 
     def _on_started(self, future: Any) -> None:
         response = future.result()
