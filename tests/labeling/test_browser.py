@@ -6,7 +6,11 @@ from __future__ import annotations
 from conftest import tiny_policy
 from playwright.sync_api import expect
 from synthetic import synthetic_episode
+from tablet import Served, quickstart_config
 
+from ript_robot.data.store import EpisodeStore
+from ript_robot.labeling.robot import RobotLink
+from ript_robot.labeling.server import LabelServer, build_app
 from ript_robot.policies.published import publish_policy
 from ript_robot.runtime.loop import FAULT_REASON
 from ript_robot.success.labels import LabelDesk
@@ -131,3 +135,40 @@ def test_a_fault_is_discarded_and_undone_and_a_correction_after_training_is_show
     record = store.refresh().index.episodes[fault_id]
     assert not record.discarded and record.meta.label is None
     expect(page.locator("#backlog")).to_contain_text("1 rollout wait for a label")
+
+
+class PersonAtTheArm(RobotLink):
+    """The policy node's status while a person commands the arm with a gamepad (its second takeover)."""
+
+    def status(self) -> dict:
+        return {
+            "seq": 1, "state": "running", "message": "episode e1 on workcell/0/0", "context": None,
+            "episode_id": "e1", "step": 12, "policy_version": 3, "software_stop": False, "last_episode": None,
+            "control": "person", "interventions": 2,
+        }  # fmt: skip
+
+    def frame(self) -> None:
+        return None
+
+    def start(self) -> tuple[bool, str]:
+        return False, "an episode is running"
+
+    def software_stop(self, engage: bool) -> tuple[bool, str]:
+        return True, "software stop engaged"
+
+
+def test_the_tablet_shows_a_person_in_control_and_counts_takeovers(tmp_path, tablet) -> None:
+    cfg = quickstart_config(str(tmp_path / "store"))
+    store = EpisodeStore(cfg.store.uri, create=True)
+    rescued = synthetic_episode("workcell/0", steps=4, success=None, image_size=32)
+    rescued.meta.interventions, rescued.meta.intervened_steps = 1, 2
+    store.write_episode(rescued)
+    app = build_app(cfg.label_app, cfg.store, cfg.detector, PersonAtTheArm())
+    server = LabelServer(app, "127.0.0.1", 0).start()
+    try:
+        pair(tablet, Served(app, server, app.store, None))
+        expect(tablet.locator("#live-person")).to_be_visible()
+        expect(tablet.locator("#live-interventions")).to_have_text("2")
+        expect(tablet.locator("#current-episode")).to_contain_text("taken over 1x")
+    finally:
+        server.stop()
