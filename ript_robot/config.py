@@ -167,6 +167,11 @@ class PolicyConfig(ConfigModel):
         default_factory=list,
         description="action dimensions the arm reads only by sign (a gripper closing above 0): RIPT scores P(sign)",
     )
+    normalization: Literal["none", "mean_std", "quantile"] = Field(
+        "none",
+        description="per-dimension state and action statistics from the demonstrations, applied inside the policy "
+        "(min_std and max_std are then in normalized units)",
+    )
 
     quest: QuestConfig = Field(default_factory=QuestConfig, description="the quest family's skill tokens and prior")
     oft: OftConfig = Field(default_factory=OftConfig, description="the oft family's backbone and LoRA adapters")

@@ -49,7 +49,9 @@ def _standard_log_cdf(dist: Distribution, z: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"bounded_log_prob takes a Normal or Laplace distribution, got {type(dist).__name__}")
 
 
-def bounded_log_prob(dist: Distribution, actions: torch.Tensor, low: float, high: float) -> torch.Tensor:
+def bounded_log_prob(
+    dist: Distribution, actions: torch.Tensor, low: float | torch.Tensor, high: float | torch.Tensor
+) -> torch.Tensor:
     """Per-dimension log-likelihood (B, H, A) of the command clip(actions, low, high) the arm receives.
 
     Inside the bounds it is the density; at or beyond `high` it is log P(a >= high), at or beyond
@@ -112,18 +114,37 @@ class Policy(nn.Module, ABC):
         """Chunks (B, H, A), unclipped, and their per-action log-likelihoods as `log_prob` scores them (B, H);
         deterministic: the mode."""
 
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether the policy normalizes and waits for `fit_statistics` (never, unless a family normalizes)."""
+        return False
+
+    def fit_statistics(self, states: np.ndarray, actions: np.ndarray) -> None:
+        raise ValueError(f"the {self.family} policy does not normalize its inputs")
+
+    def to_policy_units(self, actions: torch.Tensor) -> torch.Tensor:
+        """Robot-unit actions in the units the family's distribution is over (the same, unless it normalizes)."""
+        return actions
+
+    def to_robot_units(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions
+
     def command_log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
-        """Per-action log-likelihood (B, H) of the commands sent for sampled `actions` (B, H, A) under a
-        continuous family's per-dimension `dist`: `bounded_log_prob` at this policy's bounds, summed over A;
-        a dimension the arm reads only by its sign (`binary_dims`, e.g. a gripper that closes above 0) is
-        scored by the probability of that sign, the law of the command it received."""
-        per_dim = bounded_log_prob(dist, actions, self.action_low, self.action_high)
+        """Per-action log-likelihood (B, H) of the commands sent for sampled `actions` (B, H, A, in the policy's
+        units) under a continuous family's per-dimension `dist`: `bounded_log_prob` at this policy's bounds,
+        summed over A; a dimension the arm reads only by its sign (`binary_dims`, e.g. a gripper that closes
+        above 0) is scored by the probability of that sign, the law of the command it received. A normalizing
+        family scores in its own units: the constant Jacobian cancels in every ratio RIPT forms."""
+        bounds = torch.tensor([self.action_low, self.action_high], dtype=actions.dtype, device=actions.device)
+        low, high = self.to_policy_units(bounds[:, None].expand(2, actions.shape[-1]))
+        per_dim = bounded_log_prob(dist, actions, low, high)
         binary = self.binary_dims
         if binary:
+            zero = self.to_policy_units(torch.zeros(actions.shape[-1], dtype=actions.dtype, device=actions.device))
             loc, scale = dist.loc[..., binary], dist.scale[..., binary]  # type: ignore[attr-defined]
-            sign = torch.where(actions[..., binary] > 0.0, 1.0, -1.0)
+            sign = torch.where(actions[..., binary] > zero[binary], 1.0, -1.0)
             per_dim = per_dim.clone()
-            per_dim[..., binary] = _standard_log_cdf(dist, sign * loc / scale)
+            per_dim[..., binary] = _standard_log_cdf(dist, sign * (loc - zero[binary]) / scale)
         return per_dim.sum(dim=-1)
 
     @property
@@ -146,6 +167,7 @@ class Policy(nn.Module, ABC):
         was_training = self.training
         self.eval()
         actions, log_probs = self.sample(self.preprocess(observations), deterministic)
+        actions = self.to_robot_units(actions)  # the rest of the system speaks robot units
         self.train(was_training)
         actions_np, log_probs_np = actions.cpu().numpy(), log_probs.cpu().numpy()
         return [
@@ -199,6 +221,53 @@ class Policy(nn.Module, ABC):
         self.load_state_dict(state, strict=False)  # exactly the checkpoint's keys, shapes and dtypes, checked above
 
 
+class Normalizer(nn.Module):
+    """Per-dimension affine maps between robot units and the policy's units, fitted on demonstrations.
+
+    mode "mean_std" maps each dimension's mean to 0 and its standard deviation to 1; "quantile" maps its 1st
+    and 99th percentiles to -1 and 1 (robust to a few wild demonstration steps). A constant dimension keeps
+    scale 1. The statistics are buffers, so they travel in the checkpoint; until `fit` they are the identity.
+    """
+
+    MIN_SCALE = 1e-3  # a dimension that barely moves is not blown up to unit spread
+
+    def __init__(self, mode: str, state_dim: int, action_dim: int):
+        super().__init__()
+        if mode not in ("mean_std", "quantile"):
+            raise ValueError(f"normalization must be 'mean_std' or 'quantile', got {mode!r}")
+        self.mode = mode
+        for name, dim in (("state", state_dim), ("action", action_dim)):
+            self.register_buffer(f"{name}_shift", torch.zeros(dim))
+            self.register_buffer(f"{name}_scale", torch.ones(dim))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def fit(self, states: np.ndarray, actions: np.ndarray) -> None:
+        """Statistics from demonstration states (N, S) and actions (N, A), in robot units."""
+        for name, values in (("state", states), ("action", actions)):
+            values = np.asarray(values, np.float64)
+            if values.ndim != 2 or len(values) < 2 or not np.all(np.isfinite(values)):
+                raise ValueError(f"normalization needs at least two finite {name} rows, got {values.shape}")
+            if self.mode == "mean_std":
+                shift, scale = values.mean(0), values.std(0)
+            else:
+                low, high = np.percentile(values, [1.0, 99.0], axis=0)
+                shift, scale = (high + low) / 2, (high - low) / 2
+            scale = np.where(scale < self.MIN_SCALE, 1.0, scale)
+            getattr(self, f"{name}_shift").copy_(torch.from_numpy(shift))
+            getattr(self, f"{name}_scale").copy_(torch.from_numpy(scale))
+        self.fitted.fill_(True)
+
+    def state(self, states: torch.Tensor) -> torch.Tensor:
+        return (states - self.state_shift.to(states.device)) / self.state_scale.to(states.device)
+
+    def to_policy(self, actions: torch.Tensor) -> torch.Tensor:
+        """Robot-unit actions (..., A) in the policy's units."""
+        return (actions - self.action_shift.to(actions.device)) / self.action_scale.to(actions.device)
+
+    def to_robot(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions * self.action_scale.to(actions.device) + self.action_shift.to(actions.device)
+
+
 class ConfiguredPolicy(Policy):
     """A family built from a `PolicyConfig` for given cameras, state and action sizes (every family here)."""
 
@@ -231,7 +300,27 @@ class ConfiguredPolicy(Policy):
         if len(floor) != action_dim:
             raise ValueError(f"policy.min_std lists {len(floor)} floors for {action_dim} action dimensions")
         self.register_buffer("min_std", torch.tensor(floor, dtype=torch.float32), persistent=False)
+        self.normalizer = (
+            None if config.normalization == "none" else Normalizer(config.normalization, state_dim, action_dim)
+        )
         self.build()
+
+    @property
+    def needs_statistics(self) -> bool:
+        """The policy normalizes and has not been fitted yet (`fit_statistics` before its first training)."""
+        return self.normalizer is not None and not bool(self.normalizer.fitted)
+
+    def fit_statistics(self, states: np.ndarray, actions: np.ndarray) -> None:
+        """Fit the normalization on demonstration states (N, S) and actions (N, A), robot units."""
+        if self.normalizer is None:
+            raise ValueError("this policy does not normalize (policy.normalization is 'none')")
+        self.normalizer.fit(states, actions)
+
+    def to_policy_units(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions if self.normalizer is None else self.normalizer.to_policy(actions)
+
+    def to_robot_units(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions if self.normalizer is None else self.normalizer.to_robot(actions)
 
     def bounded_scale(self, raw: torch.Tensor) -> torch.Tensor:
         """Scales (..., A) in [min_std, max_std] per action dimension from the head's raw output."""
@@ -287,7 +376,8 @@ class ConfiguredPolicy(Policy):
                 raise ValueError(f"state must have shape ({self.state_dim},), got {obs.state.shape}")
             images.append(np.stack(views))
             states.append(obs.state)
-        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(states).astype(np.float32))
+        state = torch.from_numpy(np.stack(states).astype(np.float32))
+        return torch.from_numpy(np.stack(images)), state if self.normalizer is None else self.normalizer.state(state)
 
 
 def read_policy_meta(directory: str | Path) -> dict[str, Any]:

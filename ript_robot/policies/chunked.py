@@ -40,12 +40,13 @@ class ChunkedPolicy(VisionLanguagePolicy):
         return Normal(mean, scale)
 
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
-        return self.command_log_prob(self.distribution(batch), actions)
+        return self.command_log_prob(self.distribution(batch), self.to_policy_units(actions))
 
     def bc_loss(
         self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return -masked_mean(self.distribution(batch).log_prob(actions).sum(dim=-1), mask) / self.action_dim
+        dist = self.distribution(batch)
+        return -masked_mean(dist.log_prob(self.to_policy_units(actions)).sum(dim=-1), mask) / self.action_dim
 
     def sample(self, batch: Batch, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.distribution(batch)

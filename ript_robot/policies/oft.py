@@ -233,14 +233,15 @@ class OftPolicy(ConfiguredPolicy):
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
         """See `Policy.log_prob`; on the device `actions` came from, whatever device the policy runs on."""
         mean, scale = self.heads(batch)
-        return self.command_log_prob(Laplace(mean, scale), actions.to(mean.device)).to(actions.device)
+        policy_units = self.to_policy_units(actions.to(mean.device))
+        return self.command_log_prob(Laplace(mean, scale), policy_units).to(actions.device)
 
     def bc_loss(
         self, batch: Batch, actions: torch.Tensor, stage: str = "policy", mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         hidden = self.hidden(batch)
         mean = self.action_head(hidden)
-        actions = actions.to(mean.device)
+        actions = self.to_policy_units(actions.to(mean.device))
         mask = None if mask is None else mask.to(mean.device)
         l1 = masked_mean((mean - actions).abs().mean(-1), mask)
         # the scale head learns from what the L1-trained trunk gives it; it never changes the trunk or the mean

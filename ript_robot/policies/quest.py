@@ -169,7 +169,7 @@ class QuestPolicy(VisionLanguagePolicy):
     # --- the Policy contract ------------------------------------------------------------------------
 
     def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
-        tokens = self.tokens_of(actions)
+        tokens = self.tokens_of(self.to_policy_units(actions))
         log_probs = self.sampling_log_probs(self.prior_logits(batch, tokens))
         return self._per_action(log_probs.gather(-1, tokens[..., None]).squeeze(-1).clamp(min=LOG_PROB_FLOOR))
 
@@ -191,6 +191,7 @@ class QuestPolicy(VisionLanguagePolicy):
     def bc_loss(
         self, batch: Batch, actions: torch.Tensor, stage: str = "prior", mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        actions = self.to_policy_units(actions)
         if stage == "autoencoder":
             return masked_mean((self.decode(self.encode(actions)) - actions).abs().mean(-1), mask)
         if stage == "prior":

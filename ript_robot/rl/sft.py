@@ -35,7 +35,8 @@ class DemoDataset:
 
 
 def chunk_dataset(policy: Policy, episodes: Sequence[Episode]) -> DemoDataset:
-    """One (observation, next H actions) sample per step of every demonstration that has camera images."""
+    """One (observation, next H actions) sample per step of every demonstration that has camera images. A policy
+    that normalizes and was never fitted is fitted on these demonstrations first (`policy.normalization`)."""
     h = policy.chunk_size
     observations, chunks, masks = [], [], []
     for episode in episodes:
@@ -51,6 +52,9 @@ def chunk_dataset(policy: Policy, episodes: Sequence[Episode]) -> DemoDataset:
             masks.append(np.arange(h) < len(actions) - t)
     if not observations:
         raise ValueError("no demonstration steps to learn from: record demonstrations first")
+    if policy.needs_statistics:  # a normalizing policy's first demonstrations set its units
+        steps = [s for e in episodes for s in e.steps]
+        policy.fit_statistics(np.stack([s.observation.state for s in steps]), np.stack([s.action for s in steps]))
     return DemoDataset(
         policy.preprocess(observations),
         torch.from_numpy(np.stack(chunks)).float(),
