@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -14,12 +15,14 @@ from conftest import tiny_policy
 from fake_fleet import FakeFleet, contexts
 from synthetic import subprocess_env
 
-from ript_robot.config import RIPTConfig, TrainerConfig
+from ript_robot.config import QuickstartConfig, RIPTConfig, TrainerConfig
 from ript_robot.data import EpisodeStore
 from ript_robot.data.checkpoints import published_versions, read_manifest
 from ript_robot.data.schedule import Schedule
+from ript_robot.envs.pick import make_contexts
 from ript_robot.policies.published import publish_policy
 from ript_robot.train.service import StoreTrainer
+from ript_robot.train.sim_actor import run_actor
 
 HERE = Path(__file__).resolve().parent
 
@@ -174,3 +177,28 @@ def test_reused_groups_join_the_next_update_with_the_labels_they_were_judged_wit
     assert not replayed & set(second["rejected"])
     for episode_id in replayed:
         assert second["labels_used"][episode_id]["success"] == first["labels_used"][episode_id]["success"]
+
+
+def test_the_trainer_keeps_and_imitates_groups_a_person_corrected(tmp_path: Path) -> None:
+    """A simulated actor whose scripted operator rescues rollouts about to fail: the store trainer keeps those
+    groups whatever their rewards, imitates the person's steps and trains on the rescued episodes."""
+    cfg = QuickstartConfig(
+        task={"image_size": 32, "max_steps": 20, "scripted_operator": True},
+        runtime={"execute_steps": 4},
+        actor={"max_envs": 8, "poll_s": 0.05},
+        torch_threads=1,
+    )
+    store = EpisodeStore(tmp_path)
+    ript = RIPTConfig(rollouts_per_context=2, groups_per_iteration=4, max_sampling_rounds=1, ppo_epochs=1)
+    trainer = StoreTrainer(store, make_contexts("workcell", range(4)), ript, trainer_config())
+    assert not trainer.start(tiny_policy(seed=3))
+    actor = threading.Thread(target=run_actor, args=(cfg, store, None, False), daemon=True)
+    actor.start()
+    (metrics,) = trainer.run(1, progress=False)
+    actor.join(timeout=60)
+    assert metrics["updated"] and metrics["groups_corrected"] >= 1
+    assert metrics["intervened_steps"] > 0 and metrics["bc_loss"] > 0
+    (manifest,) = manifests(store)[1:]
+    records = {r.episode_id: r for r in store.refresh().records()}
+    rescued = [records[i] for i in manifest["trained_on"] if records[i].meta.interventions]
+    assert rescued and all(r.reward == 0.0 for r in rescued)  # the policy's failure, whatever the operator's label
