@@ -86,6 +86,13 @@ class LiberoConfig(LiberoEnvConfig):
         return self
 
 
+class FlowConfig(ConfigModel):
+    """The flow family: an action expert that denoises a chunk from Gaussian noise in `steps` Euler steps."""
+
+    steps: int = Field(4, ge=1, le=64, description="denoising steps N of the chain (each a Gaussian with RIPT)")
+    time_dim: int = Field(16, ge=2, description="width of the sinusoidal embedding of the flow time t")
+
+
 class QuestConfig(ConfigModel):
     """The QueST-style family: an FSQ skill autoencoder over action chunks and an autoregressive skill prior."""
 
@@ -146,9 +153,10 @@ class OftConfig(ConfigModel):
 class PolicyConfig(ConfigModel):
     """A policy: its family, its action chunk, and the family's own settings."""
 
-    family: Literal["chunked", "quest", "oft"] = Field(
+    family: Literal["chunked", "quest", "oft", "flow"] = Field(
         "chunked",
-        description="policy family: chunked (Gaussian chunk head), quest (skill tokens), oft (transformers VLM + LoRA)",
+        description="policy family: chunked (Gaussian chunk head), quest (skill tokens), oft (transformers VLM + "
+        "LoRA), flow (flow-matching action expert with Flow-Noise log-probabilities)",
     )
     chunk_size: int = Field(8, ge=1, le=128, description="actions predicted per chunk (H)")
     hidden_dim: int = Field(256, ge=8, description="width of the MLP trunk (oft: of the action head)")
@@ -174,6 +182,7 @@ class PolicyConfig(ConfigModel):
     )
 
     quest: QuestConfig = Field(default_factory=QuestConfig, description="the quest family's skill tokens and prior")
+    flow: FlowConfig = Field(default_factory=FlowConfig, description="the flow family's denoising chain")
     oft: OftConfig = Field(default_factory=OftConfig, description="the oft family's backbone and LoRA adapters")
 
     @model_validator(mode="after")

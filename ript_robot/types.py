@@ -59,12 +59,15 @@ class ActionChunk:
     actions: float32 (H, A), as sampled (before the safety filter), so the trainer can
     re-score exactly what was sampled. step_log_prob: float32 (H,), log density of each
     action of the chunk under the policy that produced it (in deterministic mode, the
-    density at the mode); the PPO ratio is taken per action, like per token in an LLM.
+    density at the mode); the PPO ratio is taken per action, like per token in an LLM. extras:
+    whatever else a family needs to re-score the chunk exactly (a flow policy's denoising chain),
+    float32 arrays of a fixed shape per family, stored with the chunk as `chunk_extras/<name>`.
     """
 
     actions: np.ndarray
     step_log_prob: np.ndarray
     policy_version: int = 0
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # what re-scoring needs besides the actions
 
     @property
     def log_prob(self) -> float:

@@ -7,7 +7,7 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_ser
 from ript_robot.envs.pick import PickEnv, make_contexts
 from ript_robot.policies.base import ConfiguredPolicy
 from ript_robot.policies.chunked import ChunkedPolicy
+from ript_robot.policies.flow import FlowPolicy
 from ript_robot.policies.oft import OftPolicy
 from ript_robot.policies.quest import QuestPolicy
 from ript_robot.policies.tiny_vlm import save_tiny_vlm
@@ -81,7 +82,16 @@ def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> Configur
     if family == "oft":
         oft = OftConfig(**{"backbone": str(tiny_vlm()), "lora_rank": 4, "lora_alpha": 8, **overrides.pop("oft", {})})
         return OftPolicy(PolicyConfig(**{**TINY, **overrides}, family="oft", oft=oft), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
+    if family == "flow":
+        return FlowPolicy(PolicyConfig(**{**TINY, **overrides}, family="flow"), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
     return ChunkedPolicy(PolicyConfig(**{**TINY, **overrides}), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
+
+
+def chunk_extras(chunks: Sequence[ActionChunk]) -> dict[str, torch.Tensor] | None:
+    """The chunks' re-scoring extras stacked by name, as the PPO batch carries them (None when they have none)."""
+    if not chunks or not chunks[0].extras:
+        return None
+    return {name: torch.from_numpy(np.stack([c.extras[name] for c in chunks])) for name in chunks[0].extras}
 
 
 def make_env(max_steps: int = 40) -> PickEnv:

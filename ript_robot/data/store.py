@@ -281,8 +281,14 @@ class EpisodeStore:
                     t in intervened,
                 )
             )
+        extras = {n.removeprefix("chunk_extras/"): a for n, a in arrays.items() if n.startswith("chunk_extras/")}
         chunks = [
-            ActionChunk(arrays["chunk_actions"][c], arrays["chunk_log_prob"][c], meta.policy_version)
+            ActionChunk(
+                arrays["chunk_actions"][c],
+                arrays["chunk_log_prob"][c],
+                meta.policy_version,
+                {name: values[c] for name, values in extras.items()},
+            )
             for c in range(len(starts))
         ]
         planned_from = attrs.get("chunk_observation_steps", starts)  # stores from before planning ahead: the starts

@@ -151,6 +151,8 @@ def array_names(group: zarr.Group) -> list[str]:
             names.append("frame_steps")
     if "chunk_actions" in group:
         names += ["chunk_actions", "chunk_log_prob"]
+        if "chunk_extras" in group:
+            names += [f"chunk_extras/{name}" for name in sorted(group["chunk_extras"].array_keys())]
     if "capture_stamps" in group:
         names.append("capture_stamps")
     return names

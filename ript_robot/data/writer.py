@@ -20,6 +20,7 @@ Layout of one episode group, readable with a plain `zarr.open_group`:
                                           step used (names in `capture_stamp_inputs`), seconds
     chunk_actions    float32 (C, H, A)    each action chunk as sampled by the policy
     chunk_log_prob   float32 (C, H)       per-action log-probability under the sampling policy
+    chunk_extras/<n> float32 (C, ...)     what the family needs to re-score a chunk (a flow policy's chain)
     attributes       the `EpisodeMeta` fields, `chunk_starts` (the first step each chunk
                      executed), `chunk_observation_steps` (the step whose observation each chunk
                      was planned from: its start in lock step, earlier on an arm that plans
@@ -68,6 +69,7 @@ class _Staged:
     steps: dict[str, list[np.ndarray]] = field(default_factory=lambda: {name: [] for name in STEP_ARRAYS})
     chunk_actions: list[np.ndarray] = field(default_factory=list)
     chunk_log_prob: list[np.ndarray] = field(default_factory=list)
+    chunk_extras: dict[str, list[np.ndarray]] = field(default_factory=dict)
     chunk_starts: list[int] = field(default_factory=list)
     chunk_observation_steps: list[int] = field(default_factory=list)
     stamp_inputs: list[str] = field(default_factory=list)
@@ -200,6 +202,12 @@ class EpisodeWriter:
             chunk: ActionChunk = item[2]
             staged.chunk_actions.append(np.asarray(chunk.actions, np.float32))
             staged.chunk_log_prob.append(np.asarray(chunk.step_log_prob, np.float32))
+            if staged.chunk_extras and chunk.extras.keys() != staged.chunk_extras.keys():
+                raise ValueError(
+                    f"chunk extras {sorted(chunk.extras)}, the episode began with {sorted(staged.chunk_extras)}"
+                )
+            for name, value in chunk.extras.items():
+                staged.chunk_extras.setdefault(name, []).append(np.asarray(value, np.float32))
             staged.chunk_starts.append(staged.received)
             staged.chunk_observation_steps.append(staged.received if item[3] is None else item[3])
         else:
@@ -277,7 +285,11 @@ class EpisodeWriter:
             self._add_frame(staged, final.images, "the final observation")
         self._flush_steps(staged)
         if staged.chunk_actions:
-            for name, values in (("chunk_actions", staged.chunk_actions), ("chunk_log_prob", staged.chunk_log_prob)):
+            blocks = [("chunk_actions", staged.chunk_actions), ("chunk_log_prob", staged.chunk_log_prob)]
+            blocks += [(f"chunk_extras/{name}", values) for name, values in staged.chunk_extras.items()]
+            if staged.chunk_extras:
+                self._write(staged, f"chunk_extras/{GROUP_METADATA}", group_metadata())
+            for name, values in blocks:
                 self._append(staged, name, np.stack(values), len(values))
         attrs = meta_to_dict(meta)
         attrs["chunk_starts"] = staged.chunk_starts

@@ -88,9 +88,12 @@ class Policy(nn.Module, ABC):
         """Stack observations into the tensors `log_prob` and `bc_loss` take (images stay uint8)."""
 
     @abstractmethod
-    def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+    def log_prob(
+        self, batch: Batch, actions: torch.Tensor, extras: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Log-likelihood (B, H) of each action of chunks `actions` (B, H, A), as sampled, under the current
         parameters: that of the command sent, clip(action, action_low, action_high) (`bounded_log_prob`).
+        extras: the chunks' `ActionChunk.extras`, stacked (B, ...), for families that need more than the actions.
 
         Summed over H it is the chunk's log-likelihood.
         """
@@ -166,14 +169,22 @@ class Policy(nn.Module, ABC):
         """Plan one chunk per observation (a batch of one on a robot, of N in simulation)."""
         was_training = self.training
         self.eval()
-        actions, log_probs = self.sample(self.preprocess(observations), deterministic)
+        actions, log_probs, extras = self.sample_chunks(self.preprocess(observations), deterministic)
         actions = self.to_robot_units(actions)  # the rest of the system speaks robot units
         self.train(was_training)
         actions_np, log_probs_np = actions.cpu().numpy(), log_probs.cpu().numpy()
+        extras_np = {name: value.cpu().numpy() for name, value in extras.items()}
         return [
-            ActionChunk(actions=actions_np[i], step_log_prob=log_probs_np[i], policy_version=self.version)
+            ActionChunk(actions_np[i], log_probs_np[i], self.version, {k: v[i] for k, v in extras_np.items()})
             for i in range(len(observations))
         ]
+
+    def sample_chunks(
+        self, batch: Batch, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """`sample`, and the extras re-scoring will need (B, ...) by name: none, unless a family needs them."""
+        actions, log_probs = self.sample(batch, deterministic)
+        return actions, log_probs, {}
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """The tensors a checkpoint holds: all of them, unless a family rebuilds some from its config."""

@@ -39,7 +39,9 @@ class ChunkedPolicy(VisionLanguagePolicy):
             return Laplace(mean, scale)
         return Normal(mean, scale)
 
-    def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+    def log_prob(
+        self, batch: Batch, actions: torch.Tensor, extras: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         return self.command_log_prob(self.distribution(batch), self.to_policy_units(actions))
 
     def bc_loss(

@@ -230,7 +230,9 @@ class OftPolicy(ConfiguredPolicy):
         hidden = self.hidden(batch)
         return self.action_head(hidden), self.scale(hidden)
 
-    def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+    def log_prob(
+        self, batch: Batch, actions: torch.Tensor, extras: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """See `Policy.log_prob`; on the device `actions` came from, whatever device the policy runs on."""
         mean, scale = self.heads(batch)
         policy_units = self.to_policy_units(actions.to(mean.device))

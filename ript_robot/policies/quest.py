@@ -168,7 +168,9 @@ class QuestPolicy(VisionLanguagePolicy):
 
     # --- the Policy contract ------------------------------------------------------------------------
 
-    def log_prob(self, batch: Batch, actions: torch.Tensor) -> torch.Tensor:
+    def log_prob(
+        self, batch: Batch, actions: torch.Tensor, extras: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         tokens = self.tokens_of(self.to_policy_units(actions))
         log_probs = self.sampling_log_probs(self.prior_logits(batch, tokens))
         return self._per_action(log_probs.gather(-1, tokens[..., None]).squeeze(-1).clamp(min=LOG_PROB_FLOOR))

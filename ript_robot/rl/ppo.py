@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -75,6 +75,7 @@ class RolloutBatch:
     clipped_actions: int = 0  # of those, changed by the safety filter
     limited_actions: int = 0  # of those, changed beyond the policy's bounds (never credited)
     imitation: Imitation | None = None  # what the behaviour-cloning term fits (None: nothing)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # (N, ...) each chunk's re-scoring extras
     intervened_steps: int = 0  # steps a person commanded in the episodes imitation drew on
 
     def __len__(self) -> int:
@@ -88,6 +89,7 @@ class RolloutBatch:
             self.advantages[index],
             self.mask[index],
             None if self.weight is None else self.weight[index],
+            extras={k: v[index] for k, v in self.extras.items()},
         )
 
     def loss_mask(self) -> torch.Tensor:
@@ -167,6 +169,7 @@ def build_batch(
     if weighting not in ("action", "episode"):
         raise ValueError(f"loss weighting must be 'action' or 'episode', got {weighting!r}")
     observations, actions, old_log_prob, advantages, masks, weights = [], [], [], [], [], []
+    extras: dict[str, list[np.ndarray]] = {}
     h, span = policy.chunk_size, policy.log_prob_span
     executed_actions = clipped_actions = limited_actions = 0
     imitated = [chunk for episode in corrections for chunk in intervened_chunks(episode, h)]
@@ -190,6 +193,8 @@ def build_batch(
                 observations.append(obs)
                 actions.append(chunk.actions)
                 old_log_prob.append(chunk.step_log_prob)
+                for name, value in chunk.extras.items():
+                    extras.setdefault(name, []).append(value)
                 advantages.append(advantage)
                 masks.append(credited(int(n), limited[c], span))
             share = 1.0 / max(1, sum(int(m.sum()) for m in masks[first_chunk:])) if weighting == "episode" else 1.0
@@ -215,6 +220,7 @@ def build_batch(
         if imitated
         else None,
         intervened_steps=sum(e.meta.intervened_steps for e in corrections),
+        extras={name: torch.from_numpy(np.stack(values)).float() for name, values in extras.items()},
     )
 
 
@@ -309,7 +315,7 @@ def ppo_update(
         mine, weight = share_of(batch, torch.arange(len(batch)))
         error = torch.zeros(())
         if len(mine):
-            start = policy.log_prob(mine.inputs, mine.actions)
+            start = policy.log_prob(mine.inputs, mine.actions, mine.extras)
             error = ((start - mine.old_log_prob).exp().sub(1.0).abs() * mine.mask).max() * weight
         initial_ratio_error = all_reduce(error.reshape(1), dist.ReduceOp.MAX).item()
     loss_mask = batch.loss_mask()  # weighted: each minibatch's loss is a weighted mean over its credited log-probs
@@ -330,7 +336,7 @@ def ppo_update(
                 tokens = float(loss_mask[minibatch].sum()) or 1.0
                 mb, weight = share_of(batch, minibatch)
                 loss, diag = ppo_loss(
-                    policy.log_prob(mb.inputs, mb.actions),
+                    policy.log_prob(mb.inputs, mb.actions, mb.extras),
                     mb.old_log_prob,
                     mb.advantages,
                     mb.loss_mask(),

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import observations, tiny_policy
+from conftest import chunk_extras, observations, tiny_policy
 
 from ript_robot.config import SFTConfig
 from ript_robot.policies import load_policy
@@ -39,7 +39,7 @@ def demonstrations(n_steps: int = 24, seed: int = 0) -> list[Episode]:
     return episodes
 
 
-@pytest.mark.parametrize("family", ["chunked", "quest", "oft"])
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow"])
 @pytest.mark.parametrize("mode", ["mean_std", "quantile"])
 def test_every_family_fits_its_units_on_demonstrations_and_rescores_what_it_sampled_exactly(family, mode) -> None:
     policy = tiny_policy(family=family, normalization=mode)
@@ -55,7 +55,7 @@ def test_every_family_fits_its_units_on_demonstrations_and_rescores_what_it_samp
     actions = torch.from_numpy(np.stack([c.actions for c in chunks]))
     # robot units out: near the demonstrations' offset, not near the policy's 0
     assert np.abs(actions.mean((0, 1)).numpy() - OFFSET)[0] < 20.0
-    rescored = policy.log_prob(policy.preprocess(obs), actions)
+    rescored = policy.log_prob(policy.preprocess(obs), actions, chunk_extras(chunks))
     reported = torch.from_numpy(np.stack([c.step_log_prob for c in chunks]))
     torch.testing.assert_close(rescored, reported, atol=1e-4, rtol=1e-5)
 

@@ -30,7 +30,7 @@ def test_chunk_dataset_has_one_sample_per_step_with_padding(policy):
     assert dataset.inputs["image"].shape[0] == len(dataset)
 
 
-@pytest.mark.parametrize("family", ["chunked", "quest", "oft"])
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow"])
 def test_padded_targets_carry_no_loss_and_recorded_ones_do(family):
     policy = tiny_policy(family=family)
     dataset = chunk_dataset(policy, demos(1))
@@ -46,11 +46,15 @@ def test_padded_targets_carry_no_loss_and_recorded_ones_do(family):
     moved_target = torch.where(
         mask[..., None] > 0, torch.randn(actions.shape, generator=torch.Generator().manual_seed(1)) * 3, actions
     )
-    torch.manual_seed(0)
+
+    def bc_loss(targets: torch.Tensor, stage: str) -> torch.Tensor:
+        torch.manual_seed(0)  # the same draws for every call (a flow policy draws noise and flow times)
+        return policy.bc_loss(inputs, targets, stage, mask)
+
     for stage in policy.sft_stages:
-        loss = policy.bc_loss(inputs, actions, stage, mask)
-        torch.testing.assert_close(policy.bc_loss(inputs, moved_padding, stage, mask), loss)
-        assert not torch.isclose(policy.bc_loss(inputs, moved_target, stage, mask), loss)
+        loss = bc_loss(actions, stage)
+        torch.testing.assert_close(bc_loss(moved_padding, stage), loss)
+        assert not torch.isclose(bc_loss(moved_target, stage), loss)
 
 
 def test_demonstrations_recorded_with_every_third_frame_give_a_sample_per_frame(policy):

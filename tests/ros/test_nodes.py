@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_SIZE, make_env, tiny_policy
+from conftest import IMAGE_SIZE, chunk_extras, make_env, tiny_policy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from lifecycle_msgs.msg import Transition
@@ -115,7 +115,7 @@ def run_until_committed(nodes: list[tuple[str, list[str]]], store: EpisodeStore,
     return records
 
 
-@pytest.mark.parametrize("family", ["chunked", "quest", "oft"])
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow"])
 def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sims_label(
     tmp_path: Path, family: str
 ) -> None:
@@ -150,6 +150,7 @@ def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sim
             rescored = policy.log_prob(
                 policy.preprocess(episode.chunk_observations),
                 torch.from_numpy(np.stack([c.actions for c in episode.chunks])),
+                chunk_extras(episode.chunks),  # a flow policy's chains, read back from the store
             )
         reported = np.stack([c.step_log_prob for c in episode.chunks])
         np.testing.assert_allclose(rescored.numpy(), reported, atol=1e-4)
