@@ -153,10 +153,11 @@ class OftConfig(ConfigModel):
 class PolicyConfig(ConfigModel):
     """A policy: its family, its action chunk, and the family's own settings."""
 
-    family: Literal["chunked", "quest", "oft", "flow"] = Field(
+    family: Literal["chunked", "quest", "oft", "flow", "flow_vlm"] = Field(
         "chunked",
         description="policy family: chunked (Gaussian chunk head), quest (skill tokens), oft (transformers VLM + "
-        "LoRA), flow (flow-matching action expert with Flow-Noise log-probabilities)",
+        "LoRA), flow (flow-matching action expert with Flow-Noise log-probabilities), flow_vlm (the same on the "
+        "oft family's VLM: policy.oft settings)",
     )
     chunk_size: int = Field(8, ge=1, le=128, description="actions predicted per chunk (H)")
     hidden_dim: int = Field(256, ge=8, description="width of the MLP trunk (oft: of the action head)")
@@ -190,8 +191,10 @@ class PolicyConfig(ConfigModel):
         floors = self.min_std if isinstance(self.min_std, list) else [self.min_std]
         if not floors or not all(0.0 < f < self.max_std for f in floors):
             raise ValueError(f"min_std ({self.min_std}) must be above 0 and below max_std ({self.max_std})")
-        if self.family == "oft" and not self.oft.backbone:
-            raise ValueError("policy.family=oft needs policy.oft.backbone: a transformers VLM's hub id or local folder")
+        if self.family in ("oft", "flow_vlm") and not self.oft.backbone:
+            raise ValueError(
+                f"policy.family={self.family} needs policy.oft.backbone: a transformers VLM's hub id or local folder"
+            )
         if self.family == "quest" and self.chunk_size % self.quest.actions_per_token:
             raise ValueError(
                 f"quest.actions_per_token ({self.quest.actions_per_token}) must divide chunk_size ({self.chunk_size})"

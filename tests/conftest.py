@@ -20,7 +20,7 @@ from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_ser
 from ript_robot.envs.pick import PickEnv, make_contexts
 from ript_robot.policies.base import ConfiguredPolicy
 from ript_robot.policies.chunked import ChunkedPolicy
-from ript_robot.policies.flow import FlowPolicy
+from ript_robot.policies.flow import FlowPolicy, FlowVlmPolicy
 from ript_robot.policies.oft import OftPolicy
 from ript_robot.policies.quest import QuestPolicy
 from ript_robot.policies.tiny_vlm import save_tiny_vlm
@@ -72,16 +72,17 @@ def tiny_vlm() -> Path:
 def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> ConfiguredPolicy:
     """A small policy of `family` for the PickEnv at IMAGE_SIZE, initialized from `seed`.
 
-    quest: 2 actions per token; oft: LoRA rank 4 on the tiny VLM's attention and MLP layers."""
+    quest: 2 actions per token; oft and flow_vlm: LoRA rank 4 on the tiny VLM's attention and MLP layers."""
     torch.manual_seed(seed)
     if family == "quest":
         quest = QuestConfig(**{"actions_per_token": 2, **overrides.pop("quest", {})})
         return QuestPolicy(
             PolicyConfig(**{**TINY, **overrides}, family="quest", quest=quest), (IMAGE_SIZE, IMAGE_SIZE), 3, 3
         )
-    if family == "oft":
+    if family in ("oft", "flow_vlm"):
         oft = OftConfig(**{"backbone": str(tiny_vlm()), "lora_rank": 4, "lora_alpha": 8, **overrides.pop("oft", {})})
-        return OftPolicy(PolicyConfig(**{**TINY, **overrides}, family="oft", oft=oft), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
+        config = PolicyConfig(**{**TINY, **overrides}, family=family, oft=oft)
+        return (OftPolicy if family == "oft" else FlowVlmPolicy)(config, (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
     if family == "flow":
         return FlowPolicy(PolicyConfig(**{**TINY, **overrides}, family="flow"), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
     return ChunkedPolicy(PolicyConfig(**{**TINY, **overrides}), (IMAGE_SIZE, IMAGE_SIZE), 3, 3)

@@ -8,7 +8,7 @@ from ript_robot.config import PolicyConfig
 from ript_robot.envs.base import EnvSpec
 from ript_robot.policies.base import ConfiguredPolicy, Policy, read_policy_meta
 from ript_robot.policies.chunked import ChunkedPolicy
-from ript_robot.policies.flow import FlowPolicy
+from ript_robot.policies.flow import FlowPolicy, FlowVlmPolicy
 from ript_robot.policies.oft import OftPolicy
 from ript_robot.policies.quest import QuestPolicy
 from ript_robot.types import CheckpointError
@@ -18,6 +18,7 @@ FAMILIES: dict[str, type[ConfiguredPolicy]] = {
     "quest": QuestPolicy,
     "oft": OftPolicy,
     "flow": FlowPolicy,
+    "flow_vlm": FlowVlmPolicy,
 }
 
 

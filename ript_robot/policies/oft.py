@@ -89,6 +89,28 @@ class OftPolicy(ConfiguredPolicy):
     def build(self) -> None:
         """Load `config.oft.backbone` with from_pretrained, add the adapters, then the heads; cameras' patches
         enter the sequence in the order of `cameras`."""
+        width = self.build_backbone()
+        self.build_heads(width)
+        try:
+            self.to(torch.device(self.config.oft.device))
+        except (RuntimeError, AssertionError) as exc:  # a bad name, or a CUDA device this machine lacks
+            raise CheckpointError(
+                f"policy.oft.device={self.config.oft.device!r} cannot hold the policy here: {exc}"
+            ) from exc
+
+    def build_heads(self, width: int) -> None:
+        """The L1 action head and the Laplace scale head on the placeholders' hidden states (width wide)."""
+        config = self.config
+        self.action_head = nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Linear(width, config.hidden_dim),
+            nn.GELU(),
+            nn.Linear(config.hidden_dim, self.action_dim),
+        )
+        self.scale_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.action_dim))
+
+    def build_backbone(self) -> int:
+        """The VLM with its adapters, the proprioception projector and the placeholders; returns the width."""
         config = self.config
         oft = config.oft
         transformers = transformers_module()
@@ -117,20 +139,10 @@ class OftPolicy(ConfiguredPolicy):
         width = self.backbone.get_input_embeddings().embedding_dim
         self.proprio = nn.Linear(self.state_dim, width)
         self.placeholders = nn.Parameter(torch.randn(config.chunk_size, width) * 0.02)
-        self.action_head = nn.Sequential(
-            nn.LayerNorm(width),
-            nn.Linear(width, config.hidden_dim),
-            nn.GELU(),
-            nn.Linear(config.hidden_dim, self.action_dim),
-        )
-        self.scale_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, self.action_dim))
         self._token_cache: dict[str, list[int]] = {}
         bos = self.tokenizer.bos_token_id
         self._leading_bos = int(bos is not None and self.tokenizer("x")["input_ids"][:1] == [bos])
-        try:
-            self.to(torch.device(oft.device))
-        except (RuntimeError, AssertionError) as exc:  # a bad name, or a CUDA device this machine lacks
-            raise CheckpointError(f"policy.oft.device={oft.device!r} cannot hold the policy here: {exc}") from exc
+        return width
 
     def _add_adapters(self) -> None:
         """LoRA (peft) on the language model's target layers; every base weight frozen."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import chunk_extras, make_env, observations, tiny_policy
+from conftest import changed, chunk_extras, make_env, observations, snapshot, tiny_policy
 
 from ript_robot.config import FlowConfig, RIPTConfig, RuntimeConfig, SFTConfig
 from ript_robot.data import EpisodeStore
@@ -21,13 +21,14 @@ from ript_robot.runtime.loop import run_episodes
 from ript_robot.types import Context, Episode, EpisodeMeta, Label, StepRecord
 
 
-def flow_policy(steps: int, seed: int = 0):
-    return tiny_policy(seed=seed, family="flow", flow=FlowConfig(steps=steps))
+def flow_policy(steps: int, seed: int = 0, family: str = "flow"):
+    return tiny_policy(seed=seed, family=family, flow=FlowConfig(steps=steps))
 
 
+@pytest.mark.parametrize("family", ["flow", "flow_vlm"])
 @pytest.mark.parametrize("steps", [1, 4])
-def test_rescoring_a_sampled_chain_gives_the_log_probability_act_reported(steps: int) -> None:
-    policy = flow_policy(steps)
+def test_rescoring_a_sampled_chain_gives_the_log_probability_act_reported(steps: int, family: str) -> None:
+    policy = flow_policy(steps, family=family)
     obs = observations(4)
     chunks = policy.act(obs)
     chain = chunks[0].extras["chain"]
@@ -82,8 +83,10 @@ def test_chains_travel_through_the_store_as_plain_zarr_and_rescore_exactly(tmp_p
     assert out["initial_ratio_error"] < 1e-4  # the stored chains give back the log-probs the runtime reported
 
 
-def test_a_ppo_update_moves_the_chain_density_toward_positive_advantages(tmp_path: Path) -> None:
-    policy = flow_policy(2, seed=1)
+@pytest.mark.parametrize("family", ["flow", "flow_vlm"])
+def test_a_ppo_update_moves_the_chain_density_toward_positive_advantages(tmp_path: Path, family: str) -> None:
+    policy = flow_policy(2, seed=1, family=family)
+    before_weights = snapshot(policy)
     _, episodes = rollouts(policy, tmp_path)
     for good, bad in ((episodes[0], episodes[1]), (episodes[2], episodes[3])):
         good.meta.label, bad.meta.label = Label(True, "sim"), Label(False, "sim")
@@ -98,6 +101,10 @@ def test_a_ppo_update_moves_the_chain_density_toward_positive_advantages(tmp_pat
     ppo_update(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), batch, RIPTConfig(ppo_epochs=4))
     moved = scores() - before
     assert moved[batch.advantages > 0].mean() > 0 > moved[batch.advantages < 0].mean()
+    trained = changed(before_weights, policy)
+    if family == "flow_vlm":  # only what RIPT trains: the adapters, the heads, the projector, the placeholders
+        assert trained and all(not k.startswith("backbone.") or ".lora_" in k for k in trained)
+        assert any(".lora_" in k for k in trained) and any(k.startswith("velocity.") for k in trained)
 
 
 def test_sft_by_flow_matching_fits_a_demonstration() -> None:
