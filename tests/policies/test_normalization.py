@@ -39,7 +39,7 @@ def demonstrations(n_steps: int = 24, seed: int = 0) -> list[Episode]:
     return episodes
 
 
-@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow"])
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow", "flow_vlm"])
 @pytest.mark.parametrize("mode", ["mean_std", "quantile"])
 def test_every_family_fits_its_units_on_demonstrations_and_rescores_what_it_sampled_exactly(family, mode) -> None:
     policy = tiny_policy(family=family, normalization=mode)
