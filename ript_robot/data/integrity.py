@@ -59,11 +59,8 @@ class VerifyingStore(WrapperStore[Store]):
         if not key.startswith(self.folder):
             return
         name = key[len(self.folder) :]
-        if name == GROUP_METADATA:
-            return
-        problem = object_problem(self.manifest.get(name), data)
-        if problem:
-            raise EpisodeCorrupt(f"episode {self.episode_id}: object '{name}' {problem}")
+        if name != GROUP_METADATA:
+            check_object(self.episode_id, self.manifest, name, data)
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         whole = await self._store.get(key, prototype)
@@ -77,6 +74,12 @@ class VerifyingStore(WrapperStore[Store]):
     ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
         for key, prototype, byte_range in requests:
             yield key, await self.get(key, prototype, byte_range)
+
+
+def check_object(episode_id: str, manifest: dict[str, list[Any]], name: str, data: bytes | None) -> None:
+    """Raise EpisodeCorrupt naming the object unless `data` (None: absent) is what `manifest` lists for `name`."""
+    if problem := object_problem(manifest.get(name), data):
+        raise EpisodeCorrupt(f"episode {episode_id}: object '{name}' {problem}")
 
 
 def object_problem(expected: list[Any] | None, data: bytes | None) -> str | None:

@@ -37,8 +37,8 @@ from ript_robot.data.integrity import (
     MANIFEST_ATTR,
     EpisodeCorrupt,
     VerifyingStore,
+    check_object,
     listing_problems,
-    object_problem,
     seal,
 )
 from ript_robot.data.verify import VerifyReport, array_names, read_array, verify_store
@@ -305,8 +305,7 @@ class EpisodeStore:
             if key not in manifest:
                 return None  # a chunk zarr skipped as all fill value (episodes written through zarr)
             data = self.backend.get(folder + key)
-            if problem := object_problem(manifest[key], data):
-                raise EpisodeCorrupt(f"episode {episode_id}: object '{key}' {problem}")
+            check_object(episode_id, manifest, key, data)
             return data
 
         arrays = {}

@@ -231,9 +231,15 @@ def reach_action(env: PickEnv, goal: np.ndarray, hand_eye: bool = True) -> np.nd
     here = env.gripper_position if hand_eye else env.marker_position
     if np.linalg.norm(goal - here) < 0.3 * GRASP_RADIUS:
         return np.array([0.0, 0.0, 1.0], dtype=np.float32)
-    marker_goal = _rotate(goal, -env.scene.hand_eye_error_deg) if hand_eye else goal
-    move = np.clip((marker_goal - env.marker_position) / (STEP_SIZE * env.scene.gain), -1.0, 1.0)
+    move = np.clip(steps_to(env, goal, hand_eye), -1.0, 1.0)
     return np.array([move[0], move[1], -1.0], dtype=np.float32)
+
+
+def steps_to(env: PickEnv, goal: np.ndarray, hand_eye: bool = True) -> np.ndarray:
+    """The marker's way to put the gripper on `goal` (or the marker itself, without `hand_eye`), (2,), in full
+    steps of the scene's gain: a command within [-1, 1] covers it in one step."""
+    marker_goal = _rotate(goal, -env.scene.hand_eye_error_deg) if hand_eye else goal
+    return (marker_goal - env.marker_position) / (STEP_SIZE * env.scene.gain)
 
 
 def expert_action(env: PickEnv) -> np.ndarray:
@@ -259,6 +265,5 @@ class ScriptedOperator:
         on_block = np.linalg.norm(env.gripper_position - env.target_position) < GRASP_RADIUS
         if proposed[2] > 0.0:
             return None if on_block else expert_action(env)
-        goal = _rotate(env.target_position, -env.scene.hand_eye_error_deg)  # where the marker must go
-        reach = int(np.ceil(np.abs(goal - env.marker_position).max() / (STEP_SIZE * env.scene.gain)))
+        reach = int(np.ceil(np.abs(steps_to(env, env.target_position)).max()))
         return expert_action(env) if env.steps_left <= reach + 2 else None

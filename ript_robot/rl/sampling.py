@@ -31,6 +31,11 @@ class Group:
     def rewards(self) -> list[float | None]:
         return [e.reward for e in self.episodes]
 
+    @property
+    def corrected(self) -> bool:
+        """A person took over in one of its episodes."""
+        return any(e.meta.interventions for e in self.episodes)
+
 
 @dataclass
 class SamplingStats:
@@ -51,7 +56,7 @@ class SamplingStats:
     def judge(self, rewards: Sequence[float | None], dynamic_sampling: bool, corrected: bool = False) -> bool:
         """Whether a group of K rewards is kept for the update; a dropped group is counted by why. A group a
         person `corrected` is kept whatever its rewards: its corrections are what the update imitates."""
-        if not dynamic_sampling or is_informative(rewards) or corrected:
+        if keeps(rewards, dynamic_sampling, corrected):
             self.accepted += 1
             self.corrected += corrected
             return True
@@ -130,6 +135,12 @@ class ContextPool:
         return out
 
 
+def keeps(rewards: Sequence[float | None], dynamic_sampling: bool, corrected: bool = False) -> bool:
+    """Whether dynamic sampling keeps a group: always without it; with it, a group with mixed rewards, or one a
+    person `corrected` (when the update imitates corrections)."""
+    return not dynamic_sampling or is_informative(rewards) or corrected
+
+
 def context_pool(contexts: Sequence[Context], config: RIPTConfig, seed: int = 0) -> ContextPool:
     """The pool a RIPT config asks for (its `context_selection` and K)."""
     return ContextPool(contexts, seed, config.context_selection, config.rollouts_per_context)
@@ -193,9 +204,13 @@ class GroupSampler:
         self.scheduled += n
         return self.pool.take(n)
 
+    def keeps(self, rewards: Sequence[float | None], corrected: bool = False) -> bool:
+        """Whether `judge` would keep a group with these rewards; corrected: a person took over in one of its
+        episodes."""
+        return keeps(rewards, self.dynamic_sampling, corrected and self.keep_corrected)
+
     def judge(self, context_id: str, rewards: Sequence[float | None], corrected: bool = False) -> bool:
-        """Whether a finished group is kept for the update; the pool learns its rewards either way.
-        corrected: a person took over in one of its episodes."""
+        """Whether a finished group is kept for the update (`keeps`); the pool learns its rewards either way."""
         self.pool.observe(context_id, rewards)
         return self.stats.judge(rewards, self.dynamic_sampling, corrected and self.keep_corrected)
 
@@ -228,7 +243,7 @@ def collect_groups(
         stats.episodes.extend(episodes)
         for g, context in enumerate(contexts):
             group = Group(context, episodes[g * rollouts_per_context : (g + 1) * rollouts_per_context])
-            if sampler.judge(context.context_id, group.rewards, any(e.meta.interventions for e in group.episodes)):
+            if sampler.judge(context.context_id, group.rewards, group.corrected):
                 accepted.append(group)
     return accepted, stats
 

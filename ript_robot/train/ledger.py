@@ -69,6 +69,11 @@ class LedgerGroup:
         return len({r.meta.policy_version for r in self.members}) > 1
 
     @property
+    def corrected(self) -> bool:
+        """A person took over in one of its members."""
+        return any(r.meta.interventions for r in self.members)
+
+    @property
     def rewards(self) -> list[float]:
         return [float(r.meta.reward_of(label)) for r, label in zip(self.members, self.labels, strict=True)]
 

@@ -52,7 +52,6 @@ from ript_robot.rl.sampling import (
     SamplingStats,
     context_pool,
     groups_left,
-    is_informative,
 )
 from ript_robot.runtime.timing import Backoff, WallClock
 from ript_robot.train.ledger import GroupState, Ledger, LedgerGroup
@@ -207,12 +206,10 @@ class StoreTrainer:
             set(self.damaged),
         )
 
-    def _intact(self, group: LedgerGroup) -> bool:
+    def _intact(self, group: LedgerGroup, sampler: GroupSampler) -> bool:
         """Read and verify the members of a group the update would use; a damaged one is logged, becomes a
-        hole of its group (scheduled again) and is never trained on. A uniform group is dropped unread, unless
-        a person took over in it and the update imitates their corrections (`ript.imitation_coef`)."""
-        corrected = self.ript.imitation_coef > 0 and any(r.meta.interventions for r in group.members)
-        if self.ript.dynamic_sampling and not is_informative(group.rewards) and not corrected:
+        hole of its group (scheduled again) and is never trained on. A group `sampler` drops is dropped unread."""
+        if not sampler.keeps(group.rewards, group.corrected):
             return True
         for record in group.members:
             try:
@@ -244,12 +241,11 @@ class StoreTrainer:
                 raise RuntimeError(f"training stopped while waiting for rollouts of v{v}: {self.abort_reason}")
             ledger = self.ledger(judged)
             for group in ledger.in_state(GroupState.READY):
-                if not self._intact(group):
+                if not self._intact(group, sampler):
                     continue
                 group.judged_at = ledger.now
                 judged.update(r.episode_id for r in group.members)
-                corrected = any(r.meta.interventions for r in group.members)
-                kept = sampler.judge(group.context.context_id, group.rewards, corrected)
+                kept = sampler.judge(group.context.context_id, group.rewards, group.corrected)
                 (accepted if kept else rejected).append(group)
             waiting = ledger.in_state(GroupState.WAITING)
             if sampler.done(len(waiting)):
