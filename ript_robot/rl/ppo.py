@@ -18,9 +18,9 @@ like the paper:
     loss    += imitation_coef * bc_loss     # optional: -log-likelihood of imitated actions
 
 with separate lower and upper clip ranges (a larger upper range lets rare successes grow).
-The behaviour-cloning term (`Imitation`) fits actions worth copying outright: the executed
-actions of successful rollouts (self-imitation: the deterministic policy follows what
-succeeded by exploration sooner than the clipped ratio lets it).
+The behaviour-cloning term (`Imitation`) fits actions worth copying outright: what a person
+commanded when they took over (HG-DAgger; those steps never enter the ratio), and, with
+`ript.imitate_successes`, the executed actions of successful rollouts (self-imitation).
 A ratio per action rather than per chunk keeps it near 1: a chunk's ratio is the product
 of H x A per-dimension ratios and would be clipped almost always.
 """

@@ -261,23 +261,23 @@ class EpisodeController:
         call), then execute each slot's next action, or the command `takeover` gives instead (it sees
         the proposed action, None while it is in control; returning None hands control back, and the
         policy re-plans from this observation). What the simulated rollouts run."""
-        due = {i: o for i, o in observations.items() if not self.intervening(i) and self.needs_plan(i)}
+        commands = {}
+        for i in [i for i in observations if self.intervening(i)]:  # in the person's hands: keep, or hand back
+            command = takeover(i, None) if takeover is not None else None
+            if command is None:
+                self.release(i)  # the policy plans from this observation, with the others due
+            else:
+                commands[i] = self.intervene(i, observations[i], command)
+        due = {i: o for i, o in observations.items() if i not in commands and self.needs_plan(i)}
         self.plan_seconds = 0.0
         if due:
             for i, chunk in self.plan(due).items():
                 self.adopt(i, chunk, due[i])
-        commands = {}
         for i, observation in observations.items():
-            if takeover is not None:
-                proposed = None if self.intervening(i) else self._chunks[i].actions[self._position[i]]
-                command = takeover(i, proposed)
-                if command is not None:
-                    commands[i] = self.intervene(i, observation, command)
-                    continue
-                if self.intervening(i):
-                    self.release(i)
-                    self.adopt(i, self.plan({i: observation})[i], observation)
-            commands[i] = self.step(i, observation)
+            if i in commands:
+                continue
+            command = None if takeover is None else takeover(i, self._chunks[i].actions[self._position[i]])
+            commands[i] = self.step(i, observation) if command is None else self.intervene(i, observation, command)
         return commands
 
     def finish(

@@ -56,8 +56,7 @@ class EpisodeRunner:
 
     def begin(self, context: Context, slot_id: str | None = None) -> EpisodeMeta:
         """Start an episode on `context`, filling schedule slot `slot_id` (None: unscheduled)."""
-        self.worker.cancel()
-        self.pending = None
+        self._drop_plans()
         return self.controller.begin(SLOT, context, slot_id)
 
     def period(self, observation: Observation | None, person: np.ndarray | None = None) -> Period:
@@ -75,14 +74,12 @@ class EpisodeRunner:
             return Period(hold="stale input")
         if person is not None:
             if not c.intervening(SLOT):  # the policy's queue is cleared: nothing it planned runs after the takeover
-                self.worker.cancel()
-                self.pending = None
+                self._drop_plans()
             command, fault = c.intervene(SLOT, observation, person)
             return Period(fault=FAULT_REASON) if fault else Period(command=command)
         if c.intervening(SLOT):
             c.release(SLOT)
-            self.worker.cancel()
-            self.pending = None
+            self._drop_plans()
         step = c.step_of(SLOT)
         if self.pending is not None and (not c.can_step(SLOT) or c.position_of(SLOT) >= c.config.execute_steps):
             p, self.pending = self.pending, None
@@ -104,7 +101,11 @@ class EpisodeRunner:
             return Period(fault=FAULT_REASON)
         return Period(command=command, future=c.remaining_actions(SLOT))
 
-    def finish(self, reason: str, label: Label | None) -> EpisodeMeta:
+    def _drop_plans(self) -> None:
+        """Forget the chunk being planned and the one waiting: nothing the policy planned so far runs."""
         self.worker.cancel()
         self.pending = None
+
+    def finish(self, reason: str, label: Label | None) -> EpisodeMeta:
+        self._drop_plans()
         return self.controller.finish(SLOT, reason, label)
