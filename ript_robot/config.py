@@ -21,6 +21,7 @@ from ript_robot.config_base import ConfigError as ConfigError
 from ript_robot.config_base import ConfigModel as ConfigModel
 from ript_robot.config_policy import FlowConfig as FlowConfig
 from ript_robot.config_policy import OftConfig as OftConfig
+from ript_robot.config_policy import OpenVlaOftConfig as OpenVlaOftConfig
 from ript_robot.config_policy import PolicyConfig as PolicyConfig
 from ript_robot.config_policy import QuestConfig as QuestConfig
 

@@ -73,14 +73,42 @@ class OftConfig(ConfigModel):
         return self
 
 
+class OpenVlaOftConfig(ConfigModel):
+    """A released OpenVLA-OFT checkpoint (policy.oft.backbone is its folder): what its files do not record."""
+
+    unnorm_key: str = Field(
+        "", description="dataset in dataset_statistics.json whose statistics un-normalize actions ('': the only one)"
+    )
+    normalization_type: Literal["bounds_q99", "bounds"] = Field(
+        "bounds_q99", description="how OFT normalized actions and proprio: q01..q99 (LIBERO, Bridge) or min..max"
+    )
+    cameras: list[str] = Field(
+        default_factory=lambda: ["agentview", "wrist"],
+        description="the cameras the checkpoint was fine-tuned on, in its input order (third-person first); "
+        "their count is OFT's num_images_in_input",
+    )
+    center_crop: bool = Field(True, description="crop the central 90% of each image's area and resize it back")
+    libero_gripper: bool = Field(
+        False,
+        description="the last action is OFT's LIBERO gripper (1 open, 0 closed): send 1 - 2g, where -1 opens",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OpenVlaOftConfig:
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"openvla_oft.cameras must name one or more distinct cameras, got {self.cameras}")
+        return self
+
+
 class PolicyConfig(ConfigModel):
     """A policy: its family, its action chunk, and the family's own settings."""
 
-    family: Literal["chunked", "quest", "oft", "flow", "flow_vlm"] = Field(
+    family: Literal["chunked", "quest", "oft", "flow", "flow_vlm", "openvla_oft"] = Field(
         "chunked",
         description="policy family: chunked (Gaussian chunk head), quest (skill tokens), oft (transformers VLM + "
         "LoRA), flow (flow-matching action expert with Flow-Noise log-probabilities), flow_vlm (the same on the "
-        "oft family's VLM: policy.oft settings)",
+        "oft family's VLM: policy.oft settings), openvla_oft (a released OpenVLA-OFT checkpoint folder in "
+        "policy.oft.backbone, LoRA as policy.oft)",
     )
     chunk_size: int = Field(8, ge=1, le=128, description="actions predicted per chunk (H)")
     hidden_dim: int = Field(256, ge=8, description="width of the MLP trunk (oft: of the action head)")
@@ -108,15 +136,24 @@ class PolicyConfig(ConfigModel):
     quest: QuestConfig = Field(default_factory=QuestConfig, description="the quest family's skill tokens and prior")
     flow: FlowConfig = Field(default_factory=FlowConfig, description="the flow family's denoising chain")
     oft: OftConfig = Field(default_factory=OftConfig, description="the oft family's backbone and LoRA adapters")
+    openvla_oft: OpenVlaOftConfig = Field(
+        default_factory=OpenVlaOftConfig, description="the openvla_oft family's settings its checkpoint lacks"
+    )
 
     @model_validator(mode="after")
     def _check_scale(self) -> PolicyConfig:
         floors = self.min_std if isinstance(self.min_std, list) else [self.min_std]
         if not floors or not all(0.0 < f < self.max_std for f in floors):
             raise ValueError(f"min_std ({self.min_std}) must be above 0 and below max_std ({self.max_std})")
-        if self.family in ("oft", "flow_vlm") and not self.oft.backbone:
+        if self.family in ("oft", "flow_vlm", "openvla_oft") and not self.oft.backbone:
             raise ValueError(
-                f"policy.family={self.family} needs policy.oft.backbone: a transformers VLM's hub id or local folder"
+                f"policy.family={self.family} needs policy.oft.backbone: a transformers VLM's hub id or local folder "
+                "(openvla_oft: the released checkpoint's folder)"
+            )
+        if self.family == "openvla_oft" and self.normalization != "none":
+            raise ValueError(
+                "policy.normalization must be 'none' with openvla_oft: it normalizes with its checkpoint's "
+                "dataset_statistics.json (policy.openvla_oft.unnorm_key)"
             )
         if self.family == "quest" and self.chunk_size % self.quest.actions_per_token:
             raise ValueError(

@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from ript_robot.config import OftConfig, PolicyConfig, QuestConfig
+from ript_robot.config import OftConfig, OpenVlaOftConfig, PolicyConfig, QuestConfig
 from ript_robot.data.local_s3 import create_bucket, s3_environment, start_s3_server
 from ript_robot.envs.pick import PickEnv, make_contexts
 from ript_robot.policies.base import ConfiguredPolicy
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.policies.flow import FlowPolicy, FlowVlmPolicy
 from ript_robot.policies.oft import OftPolicy
+from ript_robot.policies.openvla_oft import OpenVlaOftPolicy
 from ript_robot.policies.quest import QuestPolicy
+from ript_robot.policies.tiny_openvla import save_tiny_openvla_oft
 from ript_robot.policies.tiny_vlm import save_tiny_vlm
 from ript_robot.rl.ppo import RolloutBatch
 from ript_robot.types import ActionChunk, Context, Episode, EpisodeMeta, Label, Observation
@@ -69,6 +71,12 @@ def tiny_vlm() -> Path:
     return save_tiny_vlm(Path(tempfile.mkdtemp(prefix="tiny_vlm_")) / "vlm")
 
 
+@cache
+def tiny_openvla() -> Path:
+    """A tiny random OpenVLA-OFT checkpoint in the released layout, for the PickEnv at IMAGE_SIZE (once a session)."""
+    return save_tiny_openvla_oft(Path(tempfile.mkdtemp(prefix="tiny_openvla_")) / "openvla", image_size=IMAGE_SIZE)
+
+
 def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> ConfiguredPolicy:
     """A small policy of `family` for the PickEnv at IMAGE_SIZE, initialized from `seed`.
 
@@ -79,6 +87,13 @@ def tiny_policy(seed: int = 0, family: str = "chunked", **overrides) -> Configur
         return QuestPolicy(
             PolicyConfig(**{**TINY, **overrides}, family="quest", quest=quest), (IMAGE_SIZE, IMAGE_SIZE), 3, 3
         )
+    if family == "openvla_oft":
+        oft = OftConfig(
+            **{"backbone": str(tiny_openvla()), "lora_rank": 4, "lora_alpha": 8, **overrides.pop("oft", {})}
+        )
+        settings = OpenVlaOftConfig(**{"cameras": ["top"], **overrides.pop("openvla_oft", {})})
+        config = PolicyConfig(**{**TINY, **overrides}, family=family, oft=oft, openvla_oft=settings)
+        return OpenVlaOftPolicy(config, (IMAGE_SIZE, IMAGE_SIZE), 3, 3)
     if family in ("oft", "flow_vlm"):
         oft = OftConfig(**{"backbone": str(tiny_vlm()), "lora_rank": 4, "lora_alpha": 8, **overrides.pop("oft", {})})
         config = PolicyConfig(**{**TINY, **overrides}, family=family, oft=oft)

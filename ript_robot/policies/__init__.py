@@ -10,6 +10,7 @@ from ript_robot.policies.base import ConfiguredPolicy, Policy, read_policy_meta
 from ript_robot.policies.chunked import ChunkedPolicy
 from ript_robot.policies.flow import FlowPolicy, FlowVlmPolicy
 from ript_robot.policies.oft import OftPolicy
+from ript_robot.policies.openvla_oft import OpenVlaOftPolicy
 from ript_robot.policies.quest import QuestPolicy
 from ript_robot.types import CheckpointError
 
@@ -19,6 +20,7 @@ FAMILIES: dict[str, type[ConfiguredPolicy]] = {
     "oft": OftPolicy,
     "flow": FlowPolicy,
     "flow_vlm": FlowVlmPolicy,
+    "openvla_oft": OpenVlaOftPolicy,
 }
 
 

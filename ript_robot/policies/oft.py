@@ -144,12 +144,14 @@ class OftPolicy(ConfiguredPolicy):
         self._leading_bos = int(bos is not None and self.tokenizer("x")["input_ids"][:1] == [bos])
         return width
 
-    def _add_adapters(self) -> None:
-        """LoRA (peft) on the language model's target layers; every base weight frozen."""
+    def _add_adapters(self, root: nn.Module | None = None) -> None:
+        """LoRA (peft) on the target layers of the language model (inside `root`, the backbone by default);
+        every base weight of the backbone frozen."""
         from peft import LoraConfig, inject_adapter_in_model
 
         oft = self.config.oft
-        linear = [name for name, module in self.backbone.named_modules() if isinstance(module, nn.Linear)]
+        root = self.backbone if root is None else root
+        linear = [name for name, module in root.named_modules() if isinstance(module, nn.Linear)]
         targets = [
             name
             for name in linear
@@ -163,7 +165,7 @@ class OftPolicy(ConfiguredPolicy):
         self.backbone.requires_grad_(False)
         # no dropout: RIPT's PPO ratio needs the update to score chunks exactly as act() did
         lora = LoraConfig(r=oft.lora_rank, lora_alpha=oft.lora_alpha, lora_dropout=0.0, target_modules=targets)
-        inject_adapter_in_model(lora, self.backbone)  # adapters are created trainable, the rest stays frozen
+        inject_adapter_in_model(lora, root)  # adapters are created trainable, the rest stays frozen
         for parameter in self.backbone.parameters():
             if parameter.requires_grad:  # adapters train in float32 beside a bfloat16 backbone (peft casts)
                 parameter.data = parameter.data.float()
@@ -177,12 +179,7 @@ class OftPolicy(ConfiguredPolicy):
 
     def preprocess(self, observations: Sequence[Observation]) -> Batch:
         images, states = self.stack_observations(observations)
-        tokens = []
-        for obs in observations:
-            if obs.instruction not in self._token_cache:
-                prompt = self.config.oft.prompt.format(instruction=obs.instruction.lower().rstrip("."))
-                self._token_cache[obs.instruction] = self.tokenizer(prompt)["input_ids"]
-            tokens.append(self._token_cache[obs.instruction])
+        tokens = [self.prompt_ids(obs.instruction) for obs in observations]
         length = max(map(len, tokens))
         ids = np.full((len(tokens), length), self.tokenizer.pad_token_id or 0, np.int64)
         mask = np.zeros((len(tokens), length), np.int64)
@@ -194,6 +191,13 @@ class OftPolicy(ConfiguredPolicy):
             "tokens": torch.from_numpy(ids),
             "token_mask": torch.from_numpy(mask),
         }
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """The token ids of the prompt around `instruction` (cached per instruction)."""
+        if instruction not in self._token_cache:
+            prompt = self.config.oft.prompt.format(instruction=instruction.lower().rstrip("."))
+            self._token_cache[instruction] = self.tokenizer(prompt)["input_ids"]
+        return self._token_cache[instruction]
 
     def _image_tokens(self, image: torch.Tensor) -> torch.Tensor:
         """(B, N, H, W, 3) uint8 -> (B, N x patches, width) embeddings from the vision tower and projector."""

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +24,26 @@ from ript_robot.envs.pick import TASKS
 from ript_robot.policies.oft import CLIP_MEAN, CLIP_STD, transformers_module
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<image>"]
+
+
+def tiny_tokenizer(texts: Iterable[str], special: Sequence[str] = SPECIAL_TOKENS) -> Any:
+    """A byte-level BPE tokenizer learned from `texts` and the default prompt; like Llama's, every text starts
+    with BOS. special: its special tokens, among them <pad>, <s> (BOS) and </s> (EOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=list(special), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator([OftConfig().prompt, *texts], trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+    )
+    return transformers_module().PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
 
 
 def save_tiny_vlm(
@@ -42,24 +63,9 @@ def save_tiny_vlm(
     """
     if image_size % patch_size or width % 8:
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size}), width of 8")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
     transformers = transformers_module()
     folder = Path(folder)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator([OftConfig().prompt, *texts], trainer)
-    # like Llama's tokenizer, every text starts with BOS
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
-    )
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
+    fast = tiny_tokenizer(texts)
     fast.save_pretrained(folder)
     torch.manual_seed(seed)
     vision = transformers.CLIPVisionConfig(

@@ -30,7 +30,7 @@ def test_chunk_dataset_has_one_sample_per_step_with_padding(policy):
     assert dataset.inputs["image"].shape[0] == len(dataset)
 
 
-@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow", "flow_vlm"])
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow", "flow_vlm", "openvla_oft"])
 def test_padded_targets_carry_no_loss_and_recorded_ones_do(family):
     policy = tiny_policy(family=family)
     dataset = chunk_dataset(policy, demos(1))

@@ -115,7 +115,7 @@ def run_until_committed(nodes: list[tuple[str, list[str]]], store: EpisodeStore,
     return records
 
 
-@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow", "flow_vlm"])
+@pytest.mark.parametrize("family", ["chunked", "quest", "oft", "flow", "flow_vlm", "openvla_oft"])
 def test_full_episodes_over_dds_in_separate_processes_are_committed_with_the_sims_label(
     tmp_path: Path, family: str
 ) -> None:

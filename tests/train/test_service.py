@@ -202,3 +202,20 @@ def test_the_trainer_keeps_and_imitates_groups_a_person_corrected(tmp_path: Path
     records = {r.episode_id: r for r in store.refresh().records()}
     rescued = [records[i] for i in manifest["trained_on"] if records[i].meta.interventions]
     assert rescued and all(r.reward == 0.0 for r in rescued)  # the policy's failure, whatever the operator's label
+
+
+def test_the_trainer_updates_a_released_openvla_oft_checkpoint_only_where_ript_trains_it(tmp_path: Path) -> None:
+    store = EpisodeStore(tmp_path)
+    fleet = FakeFleet(str(tmp_path))
+    fleet.start()
+    policy = tiny_policy(family="openvla_oft")
+    base = {k: v.clone() for k, v in policy.state_dict().items() if k.startswith("backbone.") and ".lora_" not in k}
+    trainer = StoreTrainer(store, contexts(8), ript_config().model_copy(update={"lr": 1e-5}), trainer_config())
+    assert not trainer.start(policy)
+    history = trainer.run(1, progress=False)
+    fleet.join(timeout=30)
+    assert [h["updated"] for h in history][-1] and [m["version"] for m in manifests(store)] == [0, 1]
+    state = trainer.policy.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in base.items())  # the released weights stay as released
+    published = trainer.policy.checkpoint_state()
+    assert published and all(not k.startswith("backbone.") or ".lora_" in k for k in published)
