@@ -12,7 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-@pytest.mark.parametrize(("script", "printed"), [("episode_io.py", "speed-up: write")])
+@pytest.mark.parametrize(
+    ("script", "printed"),
+    [
+        ("episode_io.py", "speed-up: write"),
+        ("policy_latency.py", "openvla_oft"),
+        ("openvla_oft.py", '"rescore_error"'),
+    ],
+)
 def test_the_benchmark_runs_in_smoke_mode_and_saves_nothing(script: str, printed: str) -> None:
     before = {p: p.stat().st_mtime_ns for p in RESULTS.iterdir()}
     run = subprocess.run(
