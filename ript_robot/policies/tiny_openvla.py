@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,10 +29,22 @@ from ript_robot.policies.tiny_vlm import tiny_tokenizer
 LLAMA_TOKENS = ["<unk>", "<s>", "</s>", "▁", "<PAD>"]  # Llama's unk, BOS, EOS and empty token; OpenVLA's pad
 
 
-def _timm_tower(width: int, depth: int, patch: int, positions: int, dino: bool) -> dict[str, tuple[int, ...]]:
+@dataclass(frozen=True)
+class Sizes:
+    """A release's widths and depths: tiny by default; `RELEASED_7B` is OpenVLA-OFT's."""
+
+    dino: tuple[int, int, int] = (128, 3, 512)  # DINOv2 width, blocks, MLP width (heads: width / 64)
+    siglip: tuple[int, int, int] = (144, 3, 576)  # SigLIP width, blocks, MLP width (heads: width / 72)
+    llama: tuple[int, int, int, int] = (64, 2, 4, 128)  # Llama width, layers, heads, MLP width
+    patch: int = 8
+
+
+RELEASED_7B = Sizes((1024, 24, 4096), (1152, 27, 4304), (4096, 32, 32, 11008), 14)
+
+
+def _timm_tower(width: int, depth: int, mlp: int, patch: int, positions: int, dino: bool) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a timm ViT as Prismatic saves it: DINOv2 with 4 registers and patched LayerScale
     (`scale_factor`), or SigLIP without a class token and with its attention-pool head."""
-    mlp = 4 * width
     keys: dict[str, tuple[int, ...]] = {"pos_embed": (1, positions, width)}
     keys |= {"patch_embed.proj.weight": (width, 3, patch, patch), "patch_embed.proj.bias": (width,)}
     if dino:
@@ -77,7 +90,7 @@ def _timm_tower(width: int, depth: int, patch: int, positions: int, dino: bool) 
 
 def _random(shape: tuple[int, ...], key: str, generator: torch.Generator) -> torch.Tensor:
     """Weights ~ N(0, 0.02^2); norm scales near 1; LayerScale 0.1; position and token embeddings ~ N(0, 0.1^2)."""
-    noise = torch.randn(shape, generator=generator)
+    noise = torch.randn(shape, generator=generator, dtype=torch.bfloat16 if len(shape) > 1 else torch.float32)
     if key.endswith(("norm1.weight", "norm2.weight", "norm.weight", "ffn.0.weight")):  # LayerNorm scales
         return 1.0 + 0.05 * noise
     if key.endswith("scale_factor"):
@@ -114,15 +127,17 @@ def save_tiny_openvla_oft(
     action_bounds: tuple[float, float] = (-1.0, 1.0),
     unnorm_key: str = "tiny_dataset",
     texts: Iterable[str] = TASKS,
-    patch_size: int = 8,
-    width: int = 64,
+    sizes: Sizes = Sizes(),
     seed: int = 0,
 ) -> Path:
-    """Write the folder; returns it. image_size: both towers' input side (a multiple of patch_size);
-    state_dim, action_dim: the proprio and action sizes of its parts; width: Llama's hidden size
-    (a multiple of 4); the towers are 128 (DINOv2) and 144 (SigLIP) wide, 3 blocks deep, 2 heads each."""
-    if image_size % patch_size or width % 4:
-        raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size}), width of 4")
+    """Write the folder; returns it. image_size: both towers' input side (a multiple of sizes.patch);
+    state_dim, action_dim: the proprio and action sizes of its parts; sizes: the towers' and Llama's
+    (tiny by default: 2 heads a tower, Llama 64 wide; `RELEASED_7B` writes about 15 GB)."""
+    patch_size, (width, layers, heads, mlp) = sizes.patch, sizes.llama
+    if image_size % patch_size or width % heads:
+        raise ValueError(
+            f"image_size ({image_size}) must be a multiple of the patch ({patch_size}), {width} of {heads}"
+        )
     t = transformers_module()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -131,11 +146,13 @@ def save_tiny_openvla_oft(
     tokenizer.save_pretrained(folder)
     generator = torch.Generator().manual_seed(seed)
     positions = (image_size // patch_size) ** 2
-    shapes = {f"vision_backbone.featurizer.{k}": v for k, v in _timm_tower(128, 3, patch_size, positions, True).items()}
-    shapes |= {
-        f"vision_backbone.fused_featurizer.{k}": v for k, v in _timm_tower(144, 3, patch_size, positions, False).items()
-    }
-    vision = 128 + 144
+    dino, siglip = (
+        _timm_tower(*sizes.dino, patch_size, positions, True),
+        _timm_tower(*sizes.siglip, patch_size, positions, False),
+    )
+    shapes = {f"vision_backbone.featurizer.{k}": v for k, v in dino.items()}
+    shapes |= {f"vision_backbone.fused_featurizer.{k}": v for k, v in siglip.items()}
+    vision = sizes.dino[0] + sizes.siglip[0]
     for name, (rows, cols) in {"fc1": (4 * vision, vision), "fc2": (width, 4 * vision), "fc3": (width, width)}.items():
         shapes |= {f"projector.{name}.weight": (rows, cols), f"projector.{name}.bias": (rows,)}
     tensors = {key: _random(shape, key, generator) for key, shape in shapes.items()}
@@ -144,16 +161,16 @@ def save_tiny_openvla_oft(
         "model_type": "llama",
         "vocab_size": vocab,
         "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
+        "intermediate_size": mlp,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
         "max_position_embeddings": 2048,
         "pad_token_id": tokenizer.pad_token_id,
         "torch_dtype": "bfloat16",
     }
-    torch.manual_seed(seed)
-    llm = t.LlamaForCausalLM(t.LlamaConfig(**text_config))
-    tensors |= {f"language_model.{k}": v.detach().clone() for k, v in llm.state_dict().items()}
+    with torch.device("meta"):  # names and shapes only: a 7B Llama is never initialized here
+        llm = t.LlamaForCausalLM(t.LlamaConfig(**text_config))
+    tensors |= {f"language_model.{k}": _random(tuple(v.shape), k, generator) for k, v in llm.state_dict().items()}
     keys = sorted(tensors)
     index = {}
     for n, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :]), start=1):

@@ -158,6 +158,7 @@ def run_sim_train(cfg: QuickstartConfig, progress: bool = True) -> dict[str, Any
         "tasks": cfg.libero.tasks,
         "policy_versions": [first_version, trainer.policy.version],
         "rollout_success_per_version": {v: per_version[v]["success"] for v in versions},
+        "rollout_episodes_per_version": {v: per_version[v]["episodes"] for v in versions},
         "heldout_before": results["before"].success_rate if "before" in results else None,
         "heldout_after": results["after"].success_rate if "after" in results else None,
         "heldout_contexts": len(heldout),

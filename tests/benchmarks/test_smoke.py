@@ -18,6 +18,11 @@ RESULTS = ROOT / "benchmarks" / "results"
         ("episode_io.py", "speed-up: write"),
         ("policy_latency.py", "openvla_oft"),
         ("openvla_oft.py", '"rescore_error"'),
+        ("runtime_overhead.py", "runtime per tick with writer and workspace filter"),
+        ("libero_learning.py", '"fisher_exact_p"'),
+        ("ros_latency.py", '"p99_replan_ms"'),
+        ("libero_throughput.py", '"same_rendering_speedup"'),
+        ("detector.py", '"rollout_accuracy"'),
     ],
 )
 def test_the_benchmark_runs_in_smoke_mode_and_saves_nothing(script: str, printed: str) -> None:
@@ -27,4 +32,14 @@ def test_the_benchmark_runs_in_smoke_mode_and_saves_nothing(script: str, printed
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert printed in run.stdout
+    assert {p: p.stat().st_mtime_ns for p in RESULTS.iterdir()} == before
+
+
+def test_the_gpu_evidence_script_runs_in_smoke_mode_on_this_machine_and_saves_nothing() -> None:
+    before = {p: p.stat().st_mtime_ns for p in RESULTS.iterdir()}
+    run = subprocess.run(
+        [str(ROOT / "benchmarks" / "device" / "run.sh"), "--smoke"], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "gpu evidence: smoke run ok" in run.stdout and '"ppo_update_k8_s"' in run.stdout
     assert {p: p.stat().st_mtime_ns for p in RESULTS.iterdir()} == before

@@ -65,16 +65,20 @@ def test_a_slow_policy_never_stops_the_commands_and_every_step_belongs_to_its_ch
     assert run.period(frames[0]).hold  # the first chunk is being planned: the arm holds, nothing executes
     assert run.period(frames[1]).hold and run.steps == 0
     finish_planning(policy, worker)
-    kinds = []
+    kinds, replanning = [], []
     for t in range(2, 20):
         period = run.period(frames[t])
         kinds.append("command" if period.command is not None else "hold")
+        if period.command is not None:
+            replanning.append(period.replanning)
         if t == 12:  # the second chunk finally comes, long after the first ran out
             finish_planning(policy, worker)
     # chunk 0 (6 actions) plays on past its switch point (4) while chunk 1 is planned, then the arm holds
     # chunk 1 was planned from step 3; chunk 2 from step 9 (3 into chunk 1) and is still planning at the end
     assert kinds == ["command"] * 6 + ["hold"] * 5 + ["command"] * 6 + ["hold"]
     assert run.late_periods == 6
+    # latency is reported apart for the periods beside a re-plan: a chunk adopted, submitted or being planned
+    assert replanning == [True, False, False, True, True, True] * 2
     meta = run.finish("max steps", None)
     writer.close()
     episode = buffer.episodes[0]

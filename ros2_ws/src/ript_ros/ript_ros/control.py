@@ -32,6 +32,7 @@ class Period:
     future: np.ndarray | None = None
     hold: str = ""  # why the arm holds this period ("" when a command goes out)
     fault: str = ""  # the episode must end: why
+    replanning: bool = False  # a chunk was adopted, submitted or being planned beside this period
 
 
 class EpisodeRunner:
@@ -81,7 +82,8 @@ class EpisodeRunner:
             c.release(SLOT)
             self._drop_plans()
         step = c.step_of(SLOT)
-        if self.pending is not None and (not c.can_step(SLOT) or c.position_of(SLOT) >= c.config.execute_steps):
+        adopted = self.pending is not None and (not c.can_step(SLOT) or c.position_of(SLOT) >= c.config.execute_steps)
+        if adopted:
             p, self.pending = self.pending, None
             assert p.chunk is not None
             c.adopt(SLOT, p.chunk, p.observation, p.planned_step)
@@ -94,12 +96,13 @@ class EpisodeRunner:
                 self.late_periods += 1
             return Period(hold="waiting for the policy's chunk")
         plan_now = self.pending is None and not self.worker.busy and c.needs_plan(SLOT, self.plan_ahead_steps)
+        replanning = adopted or plan_now or self.worker.busy
         command, fault = c.step(SLOT, observation, keep_frame=plan_now)
         if plan_now:
             self.worker.submit(observation, step)
         if fault:
             return Period(fault=FAULT_REASON)
-        return Period(command=command, future=c.remaining_actions(SLOT))
+        return Period(command=command, future=c.remaining_actions(SLOT), replanning=replanning)
 
     def _drop_plans(self) -> None:
         """Forget the chunk being planned and the one waiting: nothing the policy planned so far runs."""

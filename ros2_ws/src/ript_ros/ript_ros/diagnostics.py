@@ -22,10 +22,13 @@ def loop_stats(node: PolicyNode) -> dict[str, float]:
         out["late_chunk_periods"] = node.arm.runner.late_periods
         out.update({f"safety_{k}": v for k, v in node.arm.safety.counters.as_dict().items()})
         plan = list(node.arm.runner.plan_seconds)
-    for name, values in (("latency", list(node.latencies)), ("policy", plan)):
+    series = [("latency", list(node.latencies)), ("policy", plan)]
+    series += [(f"latency_{kind}", list(values)) for kind, values in node.split_latencies.items()]
+    for name, values in series:
         v = np.asarray(values) * 1e3 if values else np.full(1, np.nan)
         out[f"{name}_p50_ms"] = float(np.percentile(v, 50))
         out[f"{name}_p99_ms"] = float(np.percentile(v, 99))
+        out[f"{name}_count"] = len(values)
     out.update(node.counters)
     return out
 

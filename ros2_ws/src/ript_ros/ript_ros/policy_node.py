@@ -98,6 +98,8 @@ class PolicyNode(LifecycleNode):
             "watchdog_holds": 0, "refused_commands": 0,
         }  # fmt: skip
         self.latencies: deque[float] = deque(maxlen=10_000)  # capture stamp of the observation -> command out, s
+        # the same, split: periods beside a re-plan (a chunk adopted, submitted or being planned) and the others
+        self.split_latencies = {"replan": deque(maxlen=10_000), "other": deque(maxlen=10_000)}
         self.hold_times: deque[float] = deque(maxlen=1000)  # monotonic time of each hold sent
         self._status_seq = 0
         self._timers: list[Any] = []
@@ -283,7 +285,9 @@ class PolicyNode(LifecycleNode):
                 period.fault = f"fault: {outside}" if outside else ""
                 if not outside:
                     self._publish(messages)
-                    self.latencies.append(self._now_s() - min(observation.stamps.values()))
+                    latency = self._now_s() - min(observation.stamps.values())
+                    self.latencies.append(latency)
+                    self.split_latencies["replan" if period.replanning else "other"].append(latency)
         if period.fault:
             self.counters["faults"] += 1
             self._hold()
