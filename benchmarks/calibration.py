@@ -12,7 +12,7 @@ Park-Martin hand-eye). Each trial draws new views; the figures are the worst ove
   step alone): `handeye_rot_deg`, `handeye_trans_mm` against the true transform; and the same
   with the intrinsics calibrated in the same trial (the whole chain an operator runs).
 
-    python benchmarks/calibration.py [--trials 5]
+    python benchmarks/calibration.py [--trials 5] [--smoke]
 
 Prints the figures and saves benchmarks/results/calibration.json.
 """
@@ -65,7 +65,7 @@ def _trial(seed: int) -> dict[str, float]:
     return row
 
 
-def main(trials: int = 5) -> dict:
+def main(trials: int = 5, save: bool = True) -> dict:
     t0 = time.perf_counter()
     rows = [_trial(seed) for seed in range(trials)]
     worst = {key: float(max(row[key] for row in rows)) for key in rows[0]}
@@ -92,8 +92,9 @@ def main(trials: int = 5) -> dict:
         "seconds": time.perf_counter() - t0,
         "note": "worst over the trials; handeye_* use the true intrinsics, handeye_chain_* the calibrated ones",
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "calibration.json").write_text(json.dumps(result, indent=2))
+    if save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "calibration.json").write_text(json.dumps(result, indent=2))
     print(
         f"intrinsics ({VIEWS} views, {NOISE_PX} px noise, worst of {trials}): reprojection "
         f"{result['reprojection_px']:.3f} px (target <= 0.5), focal error {result['focal_error_pct']:.3f}%, "
@@ -110,4 +111,6 @@ def main(trials: int = 5) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="independent draws of views and poses")
-    main(parser.parse_args().trials)
+    parser.add_argument("--smoke", action="store_true", help="one trial, save nothing (CI)")
+    args = parser.parse_args()
+    main(1 if args.smoke else args.trials, save=not args.smoke)

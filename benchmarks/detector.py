@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from learning import SMOKE
 
 from ript_robot.config import DetectorConfig, QuickstartConfig, load_config
 from ript_robot.data.store import EpisodeStore
@@ -72,7 +73,7 @@ def judge(detector: SuccessDetector, episodes: list[Episode], root: Path) -> dic
 def policy_rollouts(n: int, work: Path, smoke: bool) -> tuple[list[Episode], list[str]]:
     """n sampled rollouts of the main job's policies (SFT and RIPT checkpoints of a run made here), labeled by
     the simulator, on training and held-out layouts; and the checkpoints' names."""
-    short = ["ript.iterations=1", "pretrain_demos_per_task=5", "sft.steps=50", "pretrain.steps=50"] if smoke else []
+    short = SMOKE if smoke else []
     cfg = load_config(QuickstartConfig, None, [f"output_dir={work / 'main'}", "torch_threads=1", *short])
     run_quickstart(cfg, progress=False)
     checkpoints = sorted((work / "main" / "checkpoints").iterdir())

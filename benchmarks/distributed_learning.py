@@ -8,7 +8,9 @@ published policy version is then evaluated on the training contexts (determinist
 the first and last on the held-out contexts. Prints the figures and saves them to
 benchmarks/results/distributed_learning.json, with the curve in distributed_learning.png.
 
-    python benchmarks/distributed_learning.py [key.sub=value ...]
+    python benchmarks/distributed_learning.py [--smoke] [key.sub=value ...]
+
+--smoke: the learning benchmark's one-iteration main job, saves nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from learning import SMOKE
 
 from ript_robot.config import QuickstartConfig, load_config
 from ript_robot.data import EpisodeStore
@@ -35,6 +38,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main(overrides: list[str]) -> dict:
+    smoke = "--smoke" in overrides
+    overrides = [*SMOKE, *(o for o in overrides if o != "--smoke")] if smoke else overrides
     work = Path(tempfile.mkdtemp(prefix="ript-distributed-"))
     store_uri = str(work / "store")
     common = [f"store.uri={store_uri}", *overrides]
@@ -85,6 +90,9 @@ def main(overrides: list[str]) -> dict:
         "wall_clock_ratio_to_in_process": wall / in_process_wall,
         "overrides": overrides,
     }
+    print(json.dumps(result, indent=2))
+    if smoke:
+        return result
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "distributed_learning.json").write_text(json.dumps(result, indent=2))
     plot_success(
@@ -93,7 +101,6 @@ def main(overrides: list[str]) -> dict:
         RESULTS / "distributed_learning.png",
         title="RIPT with trainer and actor in separate processes",
     )
-    print(json.dumps(result, indent=2))
     return result
 
 

@@ -9,7 +9,7 @@ includes the browser, HTTP, the conflict check and the store write. It is timed 
 (Playwright's tap call to seeing the notice, which adds the harness's own overhead).
 Afterwards every label is checked in a fresh reader of the store.
 
-    python benchmarks/label_app.py [--episodes 200]
+    python benchmarks/label_app.py [--episodes 200] [--smoke]
 
 Saves benchmarks/results/label_app.json (label_roundtrip_p50_ms, _p99_ms, _max_ms).
 """
@@ -49,7 +49,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=200, help="episodes to label")
+    parser.add_argument("--smoke", action="store_true", help="5 episodes, save nothing (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.episodes = 5
     cfg = QuickstartConfig()
     cfg.store.uri = str(Path(tempfile.mkdtemp(prefix="label_app_")) / "store")
     cfg.label_app.queue_length = 5
@@ -108,9 +111,10 @@ def main() -> None:
         "store's index; harness: Playwright's tap call -> it sees the notice",
         "machine": f"{os.cpu_count()} CPU cores, loopback, local store",
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "label_app.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    if not args.smoke:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "label_app.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

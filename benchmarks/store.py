@@ -22,7 +22,7 @@ does): a smooth colour field with a few flat objects, panning 1 px every 4 frame
 Prints the figures and saves benchmarks/results/store.json and store_index.png.
 
     python benchmarks/store.py            # the full run (about 10 minutes on 2 cores)
-    python benchmarks/store.py --quick    # a smoke run of a few seconds of each part
+    python benchmarks/store.py --smoke    # a few seconds of each part, saves nothing
 """
 
 from __future__ import annotations
@@ -425,7 +425,7 @@ def plot_index(result: dict[str, Any], path: Path) -> None:
 
 def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (overrides the others)")
+    parser.add_argument("--smoke", action="store_true", help="small sizes, save nothing (overrides the others)")
     parser.add_argument("--tick-episodes", type=int, default=3, help="episodes in the 30 Hz loop")
     parser.add_argument("--steps", type=int, default=300, help="steps per camera episode (10 s at 30 Hz)")
     parser.add_argument("--throughput-episodes", type=int, default=4, help="episodes fed with no sleeping")
@@ -435,7 +435,7 @@ def main() -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=2, help="processes populating the index store")
     parser.add_argument("--out", type=Path, default=RESULTS / "store.json", help="JSON output (PNG beside it)")
     args = parser.parse_args()
-    if args.quick:
+    if args.smoke:
         args.tick_episodes, args.steps, args.throughput_episodes, args.pick_seeds = 1, 60, 1, 1
         args.index_sizes, args.repeats = "200,400", 2
     sizes = sorted(int(n) for n in args.index_sizes.split(","))
@@ -501,7 +501,7 @@ def main() -> dict[str, Any]:
                 "index_sizes": sizes,
                 "repeats": args.repeats,
                 "workers": args.workers,
-                "quick": args.quick,
+                "smoke": args.smoke,
             },
             "machine": {
                 "cpu_count": os.cpu_count(),
@@ -516,9 +516,10 @@ def main() -> dict[str, Any]:
             "benchmark_wall_s": time.perf_counter() - start,
         }
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    plot_index(result, args.out.with_name(f"{args.out.stem}_index.png"))
+    if not args.smoke:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        plot_index(result, args.out.with_name(f"{args.out.stem}_index.png"))
     print(
         f"tick blocked by the writer: p50 {result['tick_block_p50_ms']:.3f} ms, p99 {result['tick_block_p99_ms']:.3f}"
         f" ms, max {result['tick_block_max_ms']:.3f} ms (goal p99 <= 0.5 ms)\n"
@@ -526,7 +527,7 @@ def main() -> dict[str, Any]:
         f" MB/s\ncompression: camera {result['compression_ratio']:.2f} (zstd5 {result['compression_ratio_zstd5']:.2f}),"
         f" PickEnv {result['compression_ratio_pick']:.1f}\nread {result['read_mb_s']:.0f} MB/s decoded\n"
         f"index local {result['index_local_s']}\nindex S3 {result['index_s3_s']} (goal: 10k local <= 1 s)\n"
-        f"wall {result['benchmark_wall_s']:.0f} s; saved {args.out}"
+        f"wall {result['benchmark_wall_s']:.0f} s" + ("" if args.smoke else f"; saved {args.out}")
     )
     return result
 

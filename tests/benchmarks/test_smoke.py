@@ -1,4 +1,7 @@
-"""Benchmarks run in their smoke mode, so that none of them rots unnoticed between full runs."""
+"""Benchmarks run in their smoke mode, so that none of them rots unnoticed between full runs.
+
+Every script under benchmarks/ but two: kill_drill.py is the process integrity.py's smoke run starts and
+kills, and ci.py runs this test command itself."""
 
 from __future__ import annotations
 
@@ -23,6 +26,17 @@ RESULTS = ROOT / "benchmarks" / "results"
         ("ros_latency.py", '"p99_replan_ms"'),
         ("libero_throughput.py", '"same_rendering_speedup"'),
         ("detector.py", '"rollout_accuracy"'),
+        ("api_fuzz.py", '"api_server_errors"'),
+        ("arm_session.py", '"control_periods"'),
+        ("integrity.py", '"damages_detected"'),
+        ("robot_budget.py", '"heldout_success_at_stop"'),
+        ("store.py", "tick blocked by the writer"),
+        ("learning.py", "no_dynamic_sampling_success"),
+        ("distributed_learning.py", '"wall_clock_ratio_to_in_process"'),
+        ("label_app.py", '"harness_roundtrip_p99_ms"'),
+        ("libero_experts.py", '"min_task_success"'),
+        ("calibration.py", "hand-eye"),
+        ("operator_lag.py", '"rollouts_used_share"'),
     ],
 )
 def test_the_benchmark_runs_in_smoke_mode_and_saves_nothing(script: str, printed: str) -> None:
