@@ -237,9 +237,9 @@ def load_vlm(
                 mapped = map_key(key, depth)
                 if mapped is None:
                     raise CheckpointError(f"{path.name}: unknown key '{key}', not part of an OpenVLA-OFT checkpoint")
+                stored = f.get_tensor(key) if mapped else None  # read once: a qkv tensor fills three weights
                 for target, fn in mapped:
-                    tensor = f.get_tensor(key)
-                    tensor = (fn(tensor) if fn else tensor).to(dtype).contiguous()
+                    tensor = (fn(stored) if fn else stored).to(dtype).contiguous()
                     if target not in expected or tensor.shape != expected[target]:
                         want = tuple(expected[target]) if target in expected else "no such weight"
                         raise CheckpointError(
