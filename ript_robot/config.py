@@ -10,6 +10,7 @@ it came from and what is expected.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -234,6 +235,16 @@ class TrainerConfig(ConfigModel):
     fsdp: bool = Field(
         False, description="under torchrun, shard weights, gradients and Adam state across ranks (FSDP2)"
     )
+    device: str = Field(
+        "", description="where the updates run: cpu, cuda, cuda:N; '' where the policy is built (policy.oft.device)"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"trainer.device must be '', cpu, cuda or cuda:N, got {value!r}")
+        return value
 
 
 class ActorConfig(ConfigModel):

@@ -177,6 +177,8 @@ def test_shipped_configs_load(path):
             ["ript.episode_budget (3)", "ript.rollouts_per_context (4)", "at least 4, or 0"],
         ),
         (["ript.iterations=5", "trainer.max_staleness=5"], ["trainer.max_staleness (5)", "use 0..4"]),
+        (["trainer.device=gpu"], ["trainer.device", "cpu, cuda or cuda:N", "'gpu'"]),
+        (["trainer.device=cuda:x"], ["trainer.device", "cuda:N"]),
     ],
 )
 def test_a_recipe_that_cannot_work_is_refused_naming_the_key_and_the_range(overrides, named):
@@ -184,3 +186,10 @@ def test_a_recipe_that_cannot_work_is_refused_naming_the_key_and_the_range(overr
         load_config(QuickstartConfig, None, overrides)
     for text in named:
         assert text in str(caught.value)
+
+
+def test_the_main_jobs_config_file_is_the_embedded_defaults_key_for_key():
+    """configs/quickstart.yaml says it holds the defaults `ript config` prints: a new setting must appear in it."""
+    text = (CONFIG_DIR / "quickstart.yaml").read_text()
+    body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+    assert body == dump_config(QuickstartConfig()), "regenerate it: ript config, under its three comment lines"

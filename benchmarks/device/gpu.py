@@ -9,7 +9,10 @@ key in benchmarks/results/gpu.json; a part that cannot run on the machine record
   peak GPU memory;
 - `libero_egl`: LIBERO stepped in 1, 4 and 8 worker processes with two 128x128 cameras rendered
   at every step through EGL on the GPU (MUJOCO_GL=egl), steps per second of all workers together;
-- `store_trainer`: not measured: the chunked family and the store trainer have no GPU path yet (says why).
+- `store_trainer`: the store trainer's update (`batch_for` + `ppo_update`, what `StoreTrainer._update`
+  times as update_s) with the main job's chunked policy and RIPT settings on one iteration's groups of
+  built-in-task rollouts, with `trainer.device` cuda against cpu: seconds per update on each, their ratio,
+  and how far the two devices' weights are apart after the same first update (float rounding only).
 
     benchmarks/device/run.sh [--smoke]        # --smoke: tiny sizes, seconds, writes nothing
 """
@@ -25,15 +28,12 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-STORE_TRAINER_GAP = (
-    "the chunked family and the store trainer run on the CPU only (no trainer device setting yet), so there is "
-    "no GPU update of it to time; the 7B figures above time the PPO update of a family that runs on the GPU"
-)
 K, CHUNKS_PER_EPISODE = 8, 30
 
 
@@ -147,6 +147,65 @@ def libero_egl(smoke: bool, device: torch.device, work: Path) -> dict:
     return out
 
 
+def store_trainer(smoke: bool, device: torch.device, work: Path) -> dict:
+    """Seconds per store-trainer update on `device` against the CPU, and their weights' agreement (module doc).
+
+    The groups are rollouts of the main job's freshly built policy on the built-in task, its gripper held open
+    so that every episode runs to the step limit (the largest batch an iteration can give), with their labels
+    alternated within each group so every group carries signal, as the groups the trainer accepts do."""
+    import copy
+
+    from ript_robot.config import QuickstartConfig, TrainerConfig
+    from ript_robot.data import EpisodeStore
+    from ript_robot.envs.pick import PickEnv, make_contexts
+    from ript_robot.policies import make_policy
+    from ript_robot.rl.ppo import batch_for, ppo_update
+    from ript_robot.rl.sampling import Group
+    from ript_robot.train.service import StoreTrainer
+    from ript_robot.types import Label
+    from sim_bridge.rollouts import builtin_rollouts
+
+    cfg = QuickstartConfig()
+    ript = cfg.ript.model_copy(update={"groups_per_iteration": 2, "ppo_epochs": 1} if smoke else {})
+    k = ript.rollouts_per_context
+    torch.manual_seed(0)
+    policy = make_policy(cfg.policy, PickEnv(cfg.task.image_size, cfg.task.max_steps).spec)
+    with torch.no_grad():  # grip (the last action dimension) > 0 closes, which ends an episode
+        policy.mean_head.bias.view(cfg.policy.chunk_size, -1)[:, -1] = -3.0
+    contexts = make_contexts(cfg.task.target_scene, range(ript.groups_per_iteration))[: ript.groups_per_iteration]
+    sim = builtin_rollouts(cfg)
+    episodes = sim(policy, [c for c in contexts for _ in range(k)])
+    sim.close()
+    for i, episode in enumerate(episodes):
+        episode.meta.label = Label(bool(i % 2), "sim")
+    groups = [Group(c, episodes[i * k : (i + 1) * k]) for i, c in enumerate(contexts)]
+    devices = ["cpu"] + ([str(device)] if device.type == "cuda" else [])
+    out: dict[str, Any] = {"groups": len(groups), "episodes": len(episodes), "ppo_epochs": ript.ppo_epochs}
+    weights = {}
+    for name in devices:
+        trainer = StoreTrainer(EpisodeStore(work / f"store-{name}"), contexts, ript, TrainerConfig(device=name))
+        trainer.start(copy.deepcopy(policy))
+        assert trainer.policy is not None and trainer.optimizer is not None
+        times = []
+        for update in range(2 if smoke else 4):  # the first one warms up the device (kernels, allocator)
+            synchronize(trainer.policy.device)
+            t0 = time.perf_counter()
+            batch = batch_for(trainer.policy, groups, ript)
+            assert batch is not None, "every group carries signal"
+            stats = ppo_update(trainer.policy, trainer.optimizer, batch, ript, trainer.generator)
+            synchronize(trainer.policy.device)
+            times.append(time.perf_counter() - t0)
+            if update == 0:
+                weights[name] = {k: v.detach().cpu() for k, v in trainer.policy.state_dict().items()}
+        out[f"{name.split(':')[0]}_update_s"] = float(np.median(times[1:]))
+        out["samples"] = int(stats["samples"])
+    if len(devices) > 1:
+        out["cuda_speedup"] = out["cpu_update_s"] / out["cuda_update_s"]
+        cpu, gpu = weights["cpu"], weights[devices[1]]
+        out["first_update_max_weight_difference"] = max(float((cpu[k] - gpu[k]).abs().max()) for k in cpu)
+    return out
+
+
 def attempt(name: str, part: Callable[[bool, torch.device, Path], dict], smoke: bool, *args) -> dict:
     """A part's figures, or on the lent machine why it did not run (the rest still runs); a smoke run fails
     instead, so that CI notices a part that no longer runs."""
@@ -177,7 +236,7 @@ def main() -> None:
         "smoke": args.smoke,
         "openvla_oft_7b": attempt("openvla_oft_7b", openvla_oft_7b, args.smoke, device, work),
         "libero_egl": attempt("libero_egl", libero_egl, args.smoke, device, work),
-        "store_trainer": {"not_measured": STORE_TRAINER_GAP},
+        "store_trainer": attempt("store_trainer", store_trainer, args.smoke, device, work),
     }
     if not args.smoke:
         args.out.parent.mkdir(parents=True, exist_ok=True)

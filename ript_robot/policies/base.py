@@ -12,6 +12,7 @@ from the store cannot run code when loaded.
 
 from __future__ import annotations
 
+import itertools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -164,12 +165,29 @@ class Policy(nn.Module, ABC):
     def config_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild this policy's architecture (JSON-serializable)."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where the policy's weights are: its inputs move there to be scored (results come back to the CPU)."""
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    def place(self, device: str, key: str) -> None:
+        """Move the policy to `device` (cpu, cuda, cuda:N); a CheckpointError naming the setting `key` when this
+        machine has no such device."""
+        try:
+            self.to(torch.device(device))
+        except (RuntimeError, AssertionError) as exc:  # a bad name, or a CUDA device this machine lacks
+            raise CheckpointError(
+                f"{key}={device!r} cannot hold the policy here ({exc}): set it to cpu, or run where that device is"
+            ) from exc
+
     @torch.no_grad()
     def act(self, observations: Sequence[Observation], deterministic: bool = False) -> list[ActionChunk]:
         """Plan one chunk per observation (a batch of one on a robot, of N in simulation)."""
         was_training = self.training
         self.eval()
-        actions, log_probs, extras = self.sample_chunks(self.preprocess(observations), deterministic)
+        batch = {name: value.to(self.device) for name, value in self.preprocess(observations).items()}
+        actions, log_probs, extras = self.sample_chunks(batch, deterministic)
         actions = self.to_robot_units(actions)  # the rest of the system speaks robot units
         self.train(was_training)
         actions_np, log_probs_np = actions.cpu().numpy(), log_probs.cpu().numpy()

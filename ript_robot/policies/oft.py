@@ -91,12 +91,7 @@ class OftPolicy(ConfiguredPolicy):
         enter the sequence in the order of `cameras`."""
         width = self.build_backbone()
         self.build_heads(width)
-        try:
-            self.to(torch.device(self.config.oft.device))
-        except (RuntimeError, AssertionError) as exc:  # a bad name, or a CUDA device this machine lacks
-            raise CheckpointError(
-                f"policy.oft.device={self.config.oft.device!r} cannot hold the policy here: {exc}"
-            ) from exc
+        self.place(self.config.oft.device, "policy.oft.device")
 
     def build_heads(self, width: int) -> None:
         """The L1 action head and the Laplace scale head on the placeholders' hidden states (width wide)."""

@@ -188,12 +188,7 @@ class OpenVlaOftPolicy(OftPolicy):
         if self.empty_id in (None, self.tokenizer.unk_token_id) or self.tokenizer.eos_token_id is None:
             raise CheckpointError(f"the tokenizer in {folder} lacks Llama's empty token '▁' or its stop token")
         self._token_cache: dict[str, list[int]] = {}
-        try:
-            self.to(torch.device(self.config.oft.device))
-        except (RuntimeError, AssertionError) as exc:
-            raise CheckpointError(
-                f"policy.oft.device={self.config.oft.device!r} cannot hold the policy: {exc}"
-            ) from exc
+        self.place(self.config.oft.device, "policy.oft.device")
 
     def _check_robot(self, config: dict[str, Any]) -> None:
         """Refuse a robot whose images or cameras the checkpoint does not take, naming both values."""

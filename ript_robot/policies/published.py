@@ -126,7 +126,7 @@ def save_optimizer(backend: Backend, version: int, state: dict[int, dict[str, An
     tensors = {}
     for index, entries in state.items():
         for key, value in entries.items():
-            tensors[f"{index}.{key}"] = torch.as_tensor(value).contiguous()
+            tensors[f"{index}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
     backend.put(f"trainer/optimizer/v{version:06d}.safetensors", save_safetensors(tensors))
 
 

@@ -27,6 +27,7 @@ of H x A per-dimension ratios and would be clipped almost always.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ class Imitation:
     def select(self, index: torch.Tensor) -> Imitation:
         return Imitation({k: v[index] for k, v in self.inputs.items()}, self.actions[index], self.mask[index])
 
+    def to(self, device: torch.device) -> Imitation:
+        inputs = {k: v.to(device) for k, v in self.inputs.items()}
+        return Imitation(inputs, self.actions.to(device), self.mask.to(device))
+
 
 @dataclass
 class RolloutBatch:
@@ -90,6 +95,20 @@ class RolloutBatch:
             self.mask[index],
             None if self.weight is None else self.weight[index],
             extras={k: v[index] for k, v in self.extras.items()},
+        )
+
+    def to(self, device: torch.device) -> RolloutBatch:
+        """The same samples with every tensor on `device` (the policy's, for the update); counts unchanged."""
+        return dataclasses.replace(
+            self,
+            inputs={k: v.to(device) for k, v in self.inputs.items()},
+            actions=self.actions.to(device),
+            old_log_prob=self.old_log_prob.to(device),
+            advantages=self.advantages.to(device),
+            mask=self.mask.to(device),
+            weight=None if self.weight is None else self.weight.to(device),
+            imitation=None if self.imitation is None else self.imitation.to(device),
+            extras={k: v.to(device) for k, v in self.extras.items()},
         )
 
     def loss_mask(self) -> torch.Tensor:
@@ -291,6 +310,7 @@ def ppo_update(
     sharded = is_sharded(policy)
     parameters = policy.rl_parameters()
     policy.train()
+    batch = batch.to(policy.device)  # the samples are built on the CPU; the update runs where the weights are
 
     def share_of(data: S, index: torch.Tensor) -> tuple[S, float]:
         """This rank's share of `index`, and 1.0; an empty share is 0.0, scored on a stand-in sample when

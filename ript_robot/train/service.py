@@ -114,6 +114,8 @@ class StoreTrainer:
             latest = latest_version(self.backend)
             policy = load_published(self.backend, latest)
         self.policy = policy
+        if self.config.device:
+            self.policy.place(self.config.device, "trainer.device")
         if self.config.fsdp:
             if data_parallel()[1] < 2:
                 raise StoreError("trainer.fsdp shards across torchrun ranks: start with torchrun --nproc-per-node 2+")

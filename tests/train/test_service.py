@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_policy
 from fake_fleet import FakeFleet, contexts
@@ -20,9 +21,10 @@ from ript_robot.data import EpisodeStore
 from ript_robot.data.checkpoints import published_versions, read_manifest
 from ript_robot.data.schedule import Schedule
 from ript_robot.envs.pick import make_contexts
-from ript_robot.policies.published import publish_policy
+from ript_robot.policies.published import load_published, publish_policy
 from ript_robot.train.service import StoreTrainer
 from ript_robot.train.sim_actor import run_actor
+from ript_robot.types import CheckpointError
 
 HERE = Path(__file__).resolve().parent
 
@@ -74,6 +76,31 @@ def test_the_trainer_updates_from_informative_groups_and_uses_each_episode_once(
         i for m in published[1:] for i in m["rejected"] if records[i].meta.context.context_id[-2:] in ("/0", "/1")
     ]
     assert all(records[i].reward == 1.0 for i in uniform)
+
+
+def test_a_trainer_device_this_machine_lacks_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    trainer = StoreTrainer(EpisodeStore(tmp_path), contexts(4), ript_config(), TrainerConfig(device="cuda:99"))
+    with pytest.raises(CheckpointError, match=r"trainer.device='cuda:99' cannot hold the policy here .*set it to cpu"):
+        trainer.start(tiny_policy())
+
+
+def test_the_trainer_updates_where_trainer_device_puts_the_policy(tmp_path: Path) -> None:
+    """On the CPU here (`benchmarks/device/gpu.py` compares cuda against cpu on a GPU machine): the samples,
+    built on the CPU, are scored where the weights are, and what is published reloads bit for bit."""
+    store = EpisodeStore(tmp_path)
+    fleet = FakeFleet(str(tmp_path))
+    fleet.start()
+    trainer = StoreTrainer(store, contexts(8), ript_config(), TrainerConfig(poll_s=0.05, device="cpu"))
+    trainer.start(tiny_policy())
+    assert trainer.policy is not None and trainer.policy.device == torch.device("cpu")
+    history = trainer.run(1, progress=False)
+    fleet.join(timeout=30)
+    assert history[-1]["updated"]
+    first, published = load_published(store.backend, 0).checkpoint_state(), load_published(store.backend, 1)
+    trained = trainer.policy.checkpoint_state()
+    assert any(not torch.equal(first[key], value) for key, value in trained.items())
+    for key, value in trained.items():
+        assert torch.equal(published.checkpoint_state()[key], value.cpu())
 
 
 def test_a_trainer_killed_mid_update_resumes_from_the_store(tmp_path: Path) -> None:
