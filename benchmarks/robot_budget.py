@@ -18,12 +18,10 @@ steps, the share a scripted operator commanded: every rescued episode still coun
 (configs/robot.yaml's RIPT settings) are also its top-level keys, and `robot_interventions` (the same with
 `task.scripted_operator=true`) gives the *_with_interventions keys. `--table` prints the saved recipes.
 
-    python benchmarks/robot_budget.py --name robot --seeds 0 1 2 3 4 --max-episodes 8000 \
-        ript.rollouts_per_context=4 ript.groups_per_iteration=24 ript.context_selection=informative \
-        ript.loss_weighting=episode                                          # the headline recipe
-    python benchmarks/robot_budget.py --name robot_interventions --seeds 0 1 2 3 4 --max-episodes 8000 \
-        ript.rollouts_per_context=4 ript.groups_per_iteration=24 ript.context_selection=informative \
-        ript.loss_weighting=episode task.scripted_operator=true          # with a scripted operator's rescues
+    python benchmarks/robot_budget.py --name robot --config configs/robot.yaml --seeds 0 1 2 3 4 \
+        --max-episodes 8000                                                  # the headline recipe, RIPT alone
+    python benchmarks/robot_budget.py --name robot_interventions --config configs/robot.yaml \
+        --seeds 0 1 2 3 4 --max-episodes 8000 task.scripted_operator=true    # with a scripted operator's rescues
     python benchmarks/robot_budget.py --name k4 ript.rollouts_per_context=4  # an ablation (main job otherwise)
     python benchmarks/robot_budget.py --table                               # every saved recipe, markdown
     python benchmarks/robot_budget.py --smoke                               # seconds; writes nothing
@@ -58,7 +56,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RESET_AND_LABEL_S = 20.0
 TARGET = 0.9
 RIPT_TIME_POLICY = ("binary_dims",)  # policy settings only RIPT's scoring reads: a recipe may change them, same SFT
-HEADLINE = "robot"  # the recipe whose figures are the file's top-level keys: configs/robot.yaml's RIPT settings
+HEADLINE = "robot"  # the recipe whose figures are the file's top-level keys: configs/robot.yaml's settings
+ROBOT_CONFIG = "robot.yaml"
 WITH_INTERVENTIONS = "robot_interventions"  # the same with task.scripted_operator: the *_with_interventions keys
 CACHE = Path(tempfile.gettempdir()) / "ript_robot_budget_sft"
 SMOKE = ["pretrain.steps=20", "sft.steps=20", "pretrain_demos_per_task=2", "task.train_contexts_per_task=2"]
@@ -69,7 +68,10 @@ def sft_policy(cfg: QuickstartConfig, smoke: bool) -> Path:
     """The SFT checkpoint every recipe of this seed starts from (built once, then cached)."""
     recipe = cfg.model_dump(
         include={"seed", "pretrain_demos_per_task", "target_demos_per_task", "task", "policy"},
-        exclude={"policy": set(RIPT_TIME_POLICY), "task": {"scripted_operator"}},  # RIPT-time settings
+        exclude={  # RIPT-time settings: SFT never reads them
+            "policy": set(RIPT_TIME_POLICY),
+            "task": {"scripted_operator", "train_contexts_per_task", "heldout_contexts_per_task"},
+        },
     )
     recipe.update(cfg.model_dump(include={"pretrain", "sft"}))
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -82,10 +84,13 @@ def sft_policy(cfg: QuickstartConfig, smoke: bool) -> Path:
     return path
 
 
-def run_seed(seed: int, overrides: list[str], max_episodes: int, smoke: bool, eval_every: int) -> dict[str, Any]:
-    """One seed of one recipe: RIPT until deterministic training success first reaches TARGET."""
+def run_seed(
+    seed: int, config: Path | None, overrides: list[str], max_episodes: int, smoke: bool, eval_every: int
+) -> dict[str, Any]:
+    """One seed of one recipe (`config`, then `overrides`): RIPT until deterministic training success first
+    reaches TARGET."""
     torch.set_num_threads(1)
-    cfg = load_config(QuickstartConfig, None, [f"seed={seed}", *(SMOKE if smoke else []), *overrides])
+    cfg = load_config(QuickstartConfig, config, [f"seed={seed}", *(SMOKE if smoke else []), *overrides])
     start = sft_policy(cfg, smoke)
     policy = load_policy(start)
     policy.config = policy.config.model_copy(update={k: getattr(cfg.policy, k) for k in RIPT_TIME_POLICY})
@@ -171,6 +176,7 @@ def table(saved: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="the recipe: config overrides such as ript.rollouts_per_context=4")
+    parser.add_argument("--config", type=Path, help="a config file whose settings the recipe starts from")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--name", default="default", help="the recipe's name in robot_budget.json (robot: headline)")
     parser.add_argument("--max-episodes", type=int, default=12_000, help="give up on a seed after this many")
@@ -185,6 +191,8 @@ def main() -> None:
     if args.table:
         print(table(json.loads(path.read_text())))
         return
+    if args.name in (HEADLINE, WITH_INTERVENTIONS) and (args.config is None or args.config.name != ROBOT_CONFIG):
+        parser.error(f"--name {args.name} is configs/{ROBOT_CONFIG}'s figure: give --config configs/{ROBOT_CONFIG}")
     if args.smoke:
         args.seeds, args.max_episodes = args.seeds[:1], 16
     with ProcessPoolExecutor(args.workers) as pool:
@@ -192,6 +200,7 @@ def main() -> None:
             pool.map(
                 partial(
                     run_seed,
+                    config=args.config,
                     overrides=args.overrides,
                     max_episodes=args.max_episodes,
                     smoke=args.smoke,
@@ -203,7 +212,8 @@ def main() -> None:
     keys = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
     keys += ("heldout_success_at_stop", "intervened_step_share")
     recipe = {key: median([r.get(key) for r in runs]) for key in keys}
-    recipe.update({"overrides": args.overrides, "seeds": args.seeds, "per_seed": runs})
+    config = None if args.config is None else args.config.name
+    recipe.update({"config": config, "overrides": args.overrides, "seeds": args.seeds, "per_seed": runs})
     for r in runs:
         print(
             f"seed {r['seed']}: {r['sft_success']:.0%} -> {r['success_at_stop']:.0%} after {r['episodes_counted']} "
@@ -215,7 +225,8 @@ def main() -> None:
     saved = json.loads(path.read_text()) if path.exists() else {"recipes": {}}
     saved["recipes"][args.name] = recipe
     if args.name == HEADLINE:
-        saved.update({k: v for k, v in recipe.items() if k != "per_seed"}, recipe=HEADLINE, eval_every=args.eval_every)
+        headline = {k: v for k, v in recipe.items() if k not in ("per_seed", "intervened_step_share")}
+        saved.update(headline, recipe=HEADLINE, eval_every=args.eval_every)
     if args.name == WITH_INTERVENTIONS:  # the same start and measure, a scripted operator rescuing rollouts
         saved.update(
             episodes_to_90_with_interventions=recipe["episodes_to_90"],

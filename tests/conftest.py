@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--learning-seed",
         type=int,
         default=0,
-        help="seed the learning tests train with (benchmarks/learning_tests.py runs them under several)",
+        help="seed the learning tests train with (`benchmarks/ci.py learning` runs them under several)",
     )
 
 
