@@ -180,6 +180,8 @@ def _train_rank(cfg: QuickstartConfig, args: argparse.Namespace, rank: int, worl
     log.close()
     for m in history:
         print(json.dumps({k: m.get(k) for k in ("policy_version", "rollout_success", "episodes", "groups_accepted")}))
+    if trainer.stop_reason:
+        raise SystemExit(f"ript train: {trainer.stop_reason}")
 
 
 def _actor(cfg: QuickstartConfig, args: argparse.Namespace) -> None:

@@ -238,6 +238,9 @@ class TrainerConfig(ConfigModel):
     device: str = Field(
         "", description="where the updates run: cpu, cuda, cuda:N; '' where the policy is built (policy.oft.device)"
     )
+    max_fruitless_iterations: int = Field(
+        3, ge=0, description="stop when this many sampling budgets in a row give no group to learn from (0: never)"
+    )
 
     @field_validator("device")
     @classmethod

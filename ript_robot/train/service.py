@@ -93,6 +93,7 @@ class StoreTrainer:
         self.reported: set[str] = set()  # corrections already printed
         self.replay = Replay(ript.reuse_updates)  # accepted groups that join the next updates too (in memory)
         self.abort_reason: str | None = None  # set from another thread (e.g. its actor died): stop waiting
+        self.stop_reason: str | None = None  # why `run` stopped before the last version, when it did
 
     def start(self, initial: Policy | None = None) -> bool:
         """Resume from the store's latest policy, or publish `initial` as version 0.
@@ -142,7 +143,8 @@ class StoreTrainer:
         assert self.policy is not None, "call start() first"
         if self.schedule.finished():
             self.schedule.reopen()
-        history = []
+        history: list[dict[str, Any]] = []
+        self.stop_reason = None
         with tqdm(
             total=iterations, initial=min(self.policy.version, iterations), desc="RIPT", disable=not progress
         ) as bar:
@@ -158,9 +160,29 @@ class StoreTrainer:
                     self.logger.log("ript", self.policy.version, metrics)
                 if metrics["updated"]:
                     bar.update(1)
+                    continue
+                self.stop_reason = self._fruitless(history)
+                if self.stop_reason:
+                    tqdm.write(self.stop_reason)
+                    break
         self.schedule.finish(self.policy.version)
         broadcast(None)  # data-parallel followers stop
         return history
+
+    def _fruitless(self, history: list[dict[str, Any]]) -> str | None:
+        """Why to stop, when the last `max_fruitless_iterations` iterations all spent their sampling budget
+        without a group to learn from (rollouts keep costing robot time and labels, and nothing changes)."""
+        n = self.config.max_fruitless_iterations
+        last = history[-n:] if n else []
+        if len(last) < n or any(m["updated"] for m in last):
+            return None
+        failed, succeeded = (sum(m[key] for m in last) for key in ("rejected_all_failure", "rejected_all_success"))
+        return (
+            f"stopping at v{self.policy.version}: {n} sampling budgets in a row gave no group with mixed outcomes "
+            f"({sum(m['episodes'] for m in last)} episodes; {failed} groups all failed, {succeeded} all succeeded). "
+            "The policy solves none of the contexts, or all of them: check the policy, the labels and the contexts "
+            "(trainer.max_fruitless_iterations sets how many budgets to try, 0 for no limit)"
+        )
 
     def follow(self) -> int:
         """On a data-parallel rank other than 0: update alongside rank 0, on the groups of episodes it

@@ -78,6 +78,26 @@ def test_the_trainer_updates_from_informative_groups_and_uses_each_episode_once(
     assert all(records[i].reward == 1.0 for i in uniform)
 
 
+def test_a_trainer_whose_groups_never_carry_signal_stops_and_says_why(tmp_path: Path) -> None:
+    """Every rollout fails: after trainer.max_fruitless_iterations whole sampling budgets it stops, publishes
+    nothing and tells the actors to stop, instead of spending rollouts (robot time, labels) forever."""
+    store = EpisodeStore(tmp_path)
+    fleet = FakeFleet(str(tmp_path), rate=lambda context_id: 0.0)
+    fleet.start()
+    config = TrainerConfig(poll_s=0.05, max_fruitless_iterations=2)
+    trainer = StoreTrainer(store, contexts(8), ript_config(), config)
+    trainer.start(tiny_policy())
+    history = trainer.run(3, progress=False)
+    fleet.join(timeout=30)
+    assert [h["updated"] for h in history] == [False, False]
+    assert [h["groups_rejected"] for h in history] == [9, 9]  # 3 rounds of 3 groups each time
+    assert not fleet.is_alive() and Schedule(store.backend).finished()
+    assert published_versions(store.backend) == [0]
+    assert trainer.stop_reason is not None
+    for text in ("v0", "2 sampling budgets in a row", "18 groups all failed", "trainer.max_fruitless_iterations"):
+        assert text in trainer.stop_reason
+
+
 def test_a_trainer_device_this_machine_lacks_is_refused_naming_the_setting(tmp_path: Path) -> None:
     trainer = StoreTrainer(EpisodeStore(tmp_path), contexts(4), ript_config(), TrainerConfig(device="cuda:99"))
     with pytest.raises(CheckpointError, match=r"trainer.device='cuda:99' cannot hold the policy here .*set it to cpu"):
