@@ -173,8 +173,8 @@ class StoreTrainer:
         """Why to stop, when the last `max_fruitless_iterations` iterations all spent their sampling budget
         without a group to learn from (rollouts keep costing robot time and labels, and nothing changes)."""
         n = self.config.max_fruitless_iterations
-        last = history[-n:] if n else []
-        if len(last) < n or any(m["updated"] for m in last):
+        last = history[-n:]
+        if not n or len(last) < n or any(m["updated"] for m in last):
             return None
         failed, succeeded = (sum(m[key] for m in last) for key in ("rejected_all_failure", "rejected_all_success"))
         return (
