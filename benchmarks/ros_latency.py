@@ -124,7 +124,10 @@ def main() -> None:
     finally:
         node_process.send_signal(signal.SIGINT)
         node_process.wait(timeout=30)
-        executor.shutdown()
+        executor.shutdown()  # then join the spin thread and destroy the nodes before the context goes: a thread
+        spinner.join(timeout=10)  # still inside rcl when the interpreter exits aborts it (SIGABRT)
+        sim.destroy_node()
+        diagnostics.destroy_node()
         rclpy.try_shutdown()
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
     result = {
