@@ -186,7 +186,8 @@ class Policy(nn.Module, ABC):
         """Plan one chunk per observation (a batch of one on a robot, of N in simulation)."""
         was_training = self.training
         self.eval()
-        batch = {name: value.to(self.device) for name, value in self.preprocess(observations).items()}
+        device = self.device
+        batch = {name: value.to(device) for name, value in self.preprocess(observations).items()}
         actions, log_probs, extras = self.sample_chunks(batch, deterministic)
         actions = self.to_robot_units(actions)  # the rest of the system speaks robot units
         self.train(was_training)
