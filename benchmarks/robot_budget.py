@@ -14,14 +14,16 @@ Figures per seed and their median over seeds: episodes_to_90, robot_hours_to_90 
 control rate plus 20 s of reset and label per counted episode), sft_success, success_at_stop,
 heldout_success_at_stop, iterations_to_90 (updates), intervened_step_share (of the counted episodes'
 steps, the share a scripted operator commanded: every rescued episode still counts in full). A run with
-`--name` is saved under `recipes` in benchmarks/results/robot_budget.json; the `robot` recipe's figures
-(configs/robot.yaml's RIPT settings) are also its top-level keys, and `robot_interventions` (the same with
-`task.scripted_operator=true`) gives the *_with_interventions keys. `--table` prints the saved recipes.
+`--name` is saved under `recipes` in benchmarks/results/robot_budget.json. Two names are configs/robot.yaml's
+figures and must be run from it: `robot`, the recipe as a robot runs it, a person labeling and taking over
+rollouts about to fail (here the scripted operator, `task.scripted_operator=true`), gives the top-level keys;
+`robot_ript_alone`, the same with nobody taking over, gives the *_ript_alone keys. `--table` prints the saved
+recipes.
 
     python benchmarks/robot_budget.py --name robot --config configs/robot.yaml --seeds 0 1 2 3 4 \
-        --max-episodes 8000                                                  # the headline recipe, RIPT alone
-    python benchmarks/robot_budget.py --name robot_interventions --config configs/robot.yaml \
-        --seeds 0 1 2 3 4 --max-episodes 8000 task.scripted_operator=true    # with a scripted operator's rescues
+        --max-episodes 8000 task.scripted_operator=true                      # the headline: configs/robot.yaml
+    python benchmarks/robot_budget.py --name robot_ript_alone --config configs/robot.yaml \
+        --seeds 0 1 2 3 4 --max-episodes 8000                                 # the same, nobody takes over
     python benchmarks/robot_budget.py --name k4 ript.rollouts_per_context=4  # an ablation (main job otherwise)
     python benchmarks/robot_budget.py --table                               # every saved recipe, markdown
     python benchmarks/robot_budget.py --smoke                               # seconds; writes nothing
@@ -56,9 +58,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RESET_AND_LABEL_S = 20.0
 TARGET = 0.9
 RIPT_TIME_POLICY = ("binary_dims",)  # policy settings only RIPT's scoring reads: a recipe may change them, same SFT
-HEADLINE = "robot"  # the recipe whose figures are the file's top-level keys: configs/robot.yaml's settings
 ROBOT_CONFIG = "robot.yaml"
-WITH_INTERVENTIONS = "robot_interventions"  # the same with task.scripted_operator: the *_with_interventions keys
+# configs/robot.yaml's figures: name -> (whether a person takes over, the suffix of its top-level keys)
+ROBOT_RECIPES = {"robot": (True, ""), "robot_ript_alone": (False, "_ript_alone")}
+HEADLINE_KEYS = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
+HEADLINE_KEYS += ("heldout_success_at_stop", "intervened_step_share")
 CACHE = Path(tempfile.gettempdir()) / "ript_robot_budget_sft"
 SMOKE = ["pretrain.steps=20", "sft.steps=20", "pretrain_demos_per_task=2", "task.train_contexts_per_task=2"]
 SMOKE += ["task.heldout_contexts_per_task=2", "ript.groups_per_iteration=2", "ript.rollouts_per_context=2"]
@@ -138,6 +142,18 @@ def run_seed(
     }
 
 
+def check_robot_recipe(parser: argparse.ArgumentParser, name: str, config: Path | None, overrides: list[str]) -> None:
+    """Refuse a run under one of configs/robot.yaml's names that is not that recipe."""
+    if config is None or config.name != ROBOT_CONFIG:
+        parser.error(f"--name {name} is configs/{ROBOT_CONFIG}'s figure: give --config configs/{ROBOT_CONFIG}")
+    takes_over = ROBOT_RECIPES[name][0]
+    if load_config(QuickstartConfig, config, overrides).task.scripted_operator != takes_over:
+        parser.error(
+            f"--name {name} is configs/{ROBOT_CONFIG} with {'a person' if takes_over else 'nobody'} taking over: "
+            f"{'add' if takes_over else 'drop'} task.scripted_operator=true"
+        )
+
+
 def median(values: list[float | None]) -> float | None:
     """The median, counting a seed that never reached the target as worse than every one that did."""
     ordered = sorted(values, key=lambda v: float("inf") if v is None else v)
@@ -191,8 +207,8 @@ def main() -> None:
     if args.table:
         print(table(json.loads(path.read_text())))
         return
-    if args.name in (HEADLINE, WITH_INTERVENTIONS) and (args.config is None or args.config.name != ROBOT_CONFIG):
-        parser.error(f"--name {args.name} is configs/{ROBOT_CONFIG}'s figure: give --config configs/{ROBOT_CONFIG}")
+    if args.name in ROBOT_RECIPES:
+        check_robot_recipe(parser, args.name, args.config, args.overrides)
     if args.smoke:
         args.seeds, args.max_episodes = args.seeds[:1], 16
     with ProcessPoolExecutor(args.workers) as pool:
@@ -209,9 +225,7 @@ def main() -> None:
                 args.seeds,
             )
         )
-    keys = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
-    keys += ("heldout_success_at_stop", "intervened_step_share")
-    recipe = {key: median([r.get(key) for r in runs]) for key in keys}
+    recipe = {key: median([r.get(key) for r in runs]) for key in HEADLINE_KEYS}
     config = None if args.config is None else args.config.name
     recipe.update({"config": config, "overrides": args.overrides, "seeds": args.seeds, "per_seed": runs})
     for r in runs:
@@ -224,16 +238,11 @@ def main() -> None:
         return
     saved = json.loads(path.read_text()) if path.exists() else {"recipes": {}}
     saved["recipes"][args.name] = recipe
-    if args.name == HEADLINE:
-        headline = {k: v for k, v in recipe.items() if k not in ("per_seed", "intervened_step_share")}
-        saved.update(headline, recipe=HEADLINE, eval_every=args.eval_every)
-    if args.name == WITH_INTERVENTIONS:  # the same start and measure, a scripted operator rescuing rollouts
-        saved.update(
-            episodes_to_90_with_interventions=recipe["episodes_to_90"],
-            robot_hours_to_90_with_interventions=recipe["robot_hours_to_90"],
-            heldout_success_at_stop_with_interventions=recipe["heldout_success_at_stop"],
-            intervened_step_share=recipe["intervened_step_share"],
-        )
+    if args.name in ROBOT_RECIPES:
+        suffix = ROBOT_RECIPES[args.name][1]
+        saved.update({key + suffix: recipe[key] for key in HEADLINE_KEYS}, eval_every=args.eval_every)
+        if not suffix:  # the headline: which run the top-level keys come from
+            saved.update(recipe=args.name, **{key: recipe[key] for key in ("config", "overrides", "seeds")})
     path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
