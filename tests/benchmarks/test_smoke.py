@@ -1,7 +1,7 @@
 """Benchmarks run in their smoke mode, so that none of them rots unnoticed between full runs.
 
 Every script under benchmarks/ but two: kill_drill.py is the process integrity.py's smoke run starts and
-kills, and ci.py runs this test command itself."""
+kills, and ci.py runs this test command itself (store_index.py is a part of store.py, not a script)."""
 
 from __future__ import annotations
 
