@@ -236,7 +236,9 @@ class TrainerConfig(ConfigModel):
         False, description="under torchrun, shard weights, gradients and Adam state across ranks (FSDP2)"
     )
     device: str = Field(
-        "", description="where the updates run: cpu, cuda, cuda:N; '' where the policy is built (policy.oft.device)"
+        "",
+        description="where the updates run (the store trainer's; the quickstart's SFT and RIPT too): cpu, cuda, "
+        "cuda:N; '' where the policy is built (policy.oft.device)",
     )
     max_fruitless_iterations: int = Field(
         3, ge=0, description="stop when this many sampling budgets in a row give no group to learn from (0: never)"

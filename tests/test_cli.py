@@ -28,3 +28,14 @@ def test_eval_of_a_folder_that_is_no_checkpoint_fails_clearly(
 ) -> None:
     assert ript(["eval", str(tmp_path)]) == 2
     assert "policy.json" in capsys.readouterr().err
+
+
+def test_a_quickstart_on_a_device_this_machine_lacks_is_refused_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`trainer.device` places the in-process job's policy too: a device the machine lacks is named at start."""
+    out = tmp_path / "run"
+    assert ript(["quickstart", "trainer.device=cuda:99", f"output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.device='cuda:99'" in err and "set it to cpu" in err
+    assert not (out / "checkpoints").exists()

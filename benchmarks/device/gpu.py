@@ -1,6 +1,6 @@
 """GPU evidence in one run: a 7B VLA's act() and PPO update, LIBERO rendering through EGL, on the lent machine.
 
-`run.sh` beside this file calls it (`run.sh --smoke` on a CPU, in CI). Three parts, each its own
+`run.sh` beside this file calls it (`run.sh --smoke` on a CPU, in CI). Four parts, each its own
 key in benchmarks/results/gpu.json; a part that cannot run on the machine records why instead:
 - `openvla_oft_7b`: a random checkpoint in the released OpenVLA-OFT layout at the released 7B
   shapes (DINOv2 ViT-L/14 + SigLIP so400m/14, Llama-2-7B; written here, nothing downloaded),
@@ -13,6 +13,9 @@ key in benchmarks/results/gpu.json; a part that cannot run on the machine record
   times as update_s) with the main job's chunked policy and RIPT settings on one iteration's groups of
   built-in-task rollouts, with `trainer.device` cuda against cpu: seconds per update on each, their ratio,
   and how far the two devices' weights are apart after the same first update (float rounding only).
+- `sft_and_ript`: the in-process job's path (`ript quickstart trainer.device=cuda`): milliseconds per SFT
+  step of the main job's policy on 32 demonstrations, one RIPT iteration (its groups' labels alternated so
+  that it updates), each on cuda against cpu, and whether the checkpoint it saves reloads on the CPU bit for bit.
 
     benchmarks/device/run.sh [--smoke]        # --smoke: tiny sizes, seconds, writes nothing
 """
@@ -27,6 +30,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +210,60 @@ def store_trainer(smoke: bool, device: torch.device, work: Path) -> dict:
     return out
 
 
+def sft_and_ript(smoke: bool, device: torch.device, work: Path) -> dict:
+    """The in-process job's path with `trainer.device` (module doc): SFT steps and one RIPT iteration of the
+    main job's policy on `device` against the CPU, and whether what it saves reloads on the CPU."""
+    from ript_robot.config import QuickstartConfig
+    from ript_robot.envs.demos import record_demonstrations
+    from ript_robot.envs.pick import PickEnv, expert_action, make_contexts
+    from ript_robot.policies import load_policy, make_policy
+    from ript_robot.policies.base import Policy
+    from ript_robot.rl.sampling import context_pool
+    from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
+    from ript_robot.train.ript import RIPTLearner
+    from ript_robot.types import Context, Episode, Label
+    from sim_bridge.rollouts import SimRollouts, builtin_rollouts
+
+    def labeled(sim: SimRollouts, policy: Policy, contexts: list[Context]) -> list[Episode]:
+        episodes = sim(policy, contexts)
+        for i, episode in enumerate(episodes):  # alternated: every group carries signal, so the iteration updates
+            episode.meta.label = Label(bool(i % 2), "sim")
+        return episodes
+
+    cfg = QuickstartConfig()
+    steps = 20 if smoke else cfg.sft.steps
+    ript = cfg.ript.model_copy(update={"groups_per_iteration": 2, "ppo_epochs": 1} if smoke else {})
+    env = PickEnv(cfg.task.image_size, cfg.task.max_steps)
+    demos = record_demonstrations(env, make_contexts(cfg.task.target_scene, range(8)), expert_action)
+    contexts = make_contexts(cfg.task.target_scene, range(100, 100 + ript.groups_per_iteration))
+    out: dict[str, Any] = {"sft_steps": steps, "demos": len(demos)}
+    for name in ["cpu"] + ([str(device)] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        policy = make_policy(cfg.policy, env.spec)
+        policy.place(name, "trainer.device")
+        dataset = chunk_dataset(policy, demos)
+        started = time.perf_counter()
+        behaviour_cloning(policy, dataset, cfg.sft.model_copy(update={"steps": steps}), progress=False)
+        synchronize(policy.device)
+        key = name.split(":")[0]
+        out[f"{key}_sft_step_ms"] = 1000 * (time.perf_counter() - started) / steps
+        sim = builtin_rollouts(cfg)
+        learner = RIPTLearner(policy, context_pool(contexts, ript, 0), ript, 0)
+        started = time.perf_counter()
+        metrics = learner.step(partial(labeled, sim, policy))
+        synchronize(policy.device)
+        sim.close()
+        out[f"{key}_ript_iteration_s"] = time.perf_counter() - started
+        out[f"{key}_ript_episodes"] = learner.episodes
+        out[f"{key}_approx_kl"] = metrics.get("approx_kl")
+        reloaded = load_policy(policy.save(work / f"sft_and_ript-{key}"))
+        pairs = zip(policy.state_dict().values(), reloaded.state_dict().values(), strict=True)
+        out[f"{key}_reloads_on_cpu"] = reloaded.device.type == "cpu" and all(torch.equal(a.cpu(), b) for a, b in pairs)
+    if device.type == "cuda":
+        out["cuda_sft_speedup"] = out["cpu_sft_step_ms"] / out["cuda_sft_step_ms"]
+    return out
+
+
 def attempt(name: str, part: Callable[[bool, torch.device, Path], dict], smoke: bool, *args) -> dict:
     """A part's figures, or on the lent machine why it did not run (the rest still runs); a smoke run fails
     instead, so that CI notices a part that no longer runs."""
@@ -237,6 +295,7 @@ def main() -> None:
         "openvla_oft_7b": attempt("openvla_oft_7b", openvla_oft_7b, args.smoke, device, work),
         "libero_egl": attempt("libero_egl", libero_egl, args.smoke, device, work),
         "store_trainer": attempt("store_trainer", store_trainer, args.smoke, device, work),
+        "sft_and_ript": attempt("sft_and_ript", sft_and_ript, args.smoke, device, work),
     }
     if not args.smoke:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,7 @@ def behaviour_cloning(
     generator = torch.Generator().manual_seed(seed)
     losses = []
     stages = policy.finetune_stages if finetune else policy.sft_stages
+    device = policy.device  # the dataset stays on the CPU; each minibatch moves to where the policy is
     for stage in stages:
         optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         policy.train()
@@ -90,8 +91,8 @@ def behaviour_cloning(
         bar = tqdm(range(config.steps), desc=name, disable=not progress, leave=False)
         for _ in bar:
             index = torch.randint(len(dataset), (min(config.batch_size, len(dataset)),), generator=generator)
-            inputs = {k: v[index] for k, v in dataset.inputs.items()}
-            loss = policy.bc_loss(inputs, dataset.actions[index], stage, dataset.mask[index])
+            inputs = {k: v[index].to(device) for k, v in dataset.inputs.items()}
+            loss = policy.bc_loss(inputs, dataset.actions[index].to(device), stage, dataset.mask[index].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -37,10 +37,18 @@ from ript_robot.train.ript import RIPTLearner
 from sim_bridge.rollouts import builtin_rollouts, scripted_operator
 
 
+def place(policy: Policy, cfg: QuickstartConfig) -> None:
+    """Move the policy to `trainer.device` when set (pretraining, SFT and RIPT then run there); a CheckpointError
+    naming the setting when this machine lacks that device."""
+    if cfg.trainer.device:
+        policy.place(cfg.trainer.device, "trainer.device")
+
+
 def pretrain_and_sft(cfg: QuickstartConfig, log: MetricsLogger, progress: bool = True) -> Policy:
     """Pretrain on the pretraining scenes, then SFT on one demonstration per task of the target."""
     env = PickEnv(cfg.task.image_size, cfg.task.max_steps)
     policy = make_policy(cfg.policy, env.spec)
+    place(policy, cfg)
     n = cfg.pretrain_demos_per_task
     pretrained = n > 0 and cfg.pretrain.steps > 0
     if pretrained:
@@ -74,6 +82,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True) -> dict[str, An
 
     if cfg.init_checkpoint is not None:
         policy = load_policy(cfg.init_checkpoint)
+        place(policy, cfg)
         policy.version = 0
     else:
         policy = pretrain_and_sft(cfg, log, progress)

@@ -56,4 +56,5 @@ def test_the_gpu_evidence_script_runs_in_smoke_mode_on_this_machine_and_saves_no
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "gpu evidence: smoke run ok" in run.stdout and '"ppo_update_k8_s"' in run.stdout
+    assert '"cpu_reloads_on_cpu": true' in run.stdout  # the quickstart's SFT and RIPT path
     assert {p: p.stat().st_mtime_ns for p in RESULTS.iterdir()} == before
