@@ -54,11 +54,13 @@ from ript_robot.train.ript import RIPTLearner
 from ript_robot.types import Context, Episode
 from sim_bridge.rollouts import builtin_rollouts, scripted_operator
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 RESET_AND_LABEL_S = 20.0
 TARGET = 0.9
 RIPT_TIME_POLICY = ("binary_dims",)  # policy settings only RIPT's scoring reads: a recipe may change them, same SFT
 ROBOT_CONFIG = "robot.yaml"
+HEADLINE_SEEDS, HEADLINE_CAP = [0, 1, 2, 3, 4], 8000  # how configs/robot.yaml's figures are measured
 # configs/robot.yaml's figures: name -> (whether a person takes over, the suffix of its top-level keys)
 ROBOT_RECIPES = {"robot": (True, ""), "robot_ript_alone": (False, "_ript_alone")}
 HEADLINE_KEYS = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
@@ -142,15 +144,23 @@ def run_seed(
     }
 
 
-def check_robot_recipe(parser: argparse.ArgumentParser, name: str, config: Path | None, overrides: list[str]) -> None:
-    """Refuse a run under one of configs/robot.yaml's names that is not that recipe."""
-    if config is None or config.name != ROBOT_CONFIG:
+def check_robot_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a run under one of configs/robot.yaml's names that is not that recipe, measured as the README's
+    figures are (seeds 0-4, at least the 8,000-episode cap): it would overwrite the file's top-level keys."""
+    name, config = args.name, args.config
+    if config is None or config.resolve() != (ROOT / "configs" / ROBOT_CONFIG).resolve():
         parser.error(f"--name {name} is configs/{ROBOT_CONFIG}'s figure: give --config configs/{ROBOT_CONFIG}")
     takes_over = ROBOT_RECIPES[name][0]
-    if load_config(QuickstartConfig, config, overrides).task.scripted_operator != takes_over:
+    wanted = ["task.scripted_operator=true"] if takes_over else []
+    if args.overrides != wanted:
         parser.error(
-            f"--name {name} is configs/{ROBOT_CONFIG} with {'a person' if takes_over else 'nobody'} taking over: "
-            f"{'add' if takes_over else 'drop'} task.scripted_operator=true"
+            f"--name {name} is configs/{ROBOT_CONFIG} with {'a person' if takes_over else 'nobody'} taking over "
+            f"and nothing else changed: give exactly {wanted or 'no overrides'} (another recipe: another --name)"
+        )
+    if not args.smoke and (args.seeds != HEADLINE_SEEDS or args.max_episodes < HEADLINE_CAP):
+        parser.error(
+            f"--name {name} is measured on --seeds {' '.join(map(str, HEADLINE_SEEDS))} with "
+            f"--max-episodes {HEADLINE_CAP} or more"
         )
 
 
@@ -174,14 +184,14 @@ def table(saved: dict[str, Any]) -> str:
         return f"{'not reached' if middle is None else format(middle, fmt)} ({' / '.join(shown)})"
 
     rows = [
-        "| recipe | overrides | cap | episodes to 90% | success at stop | held-out at stop |",
-        "|---|---|---|---|---|---|",
+        "| recipe | config | overrides | cap | episodes to 90% | success at stop | held-out at stop |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, recipe in saved["recipes"].items():
         runs = recipe["per_seed"]
         cap = max(r["episodes_counted"] for r in runs)
         rows.append(
-            f"| {name} | {' '.join(recipe['overrides']) or '(defaults)'} | {cap:,} "
+            f"| {name} | {recipe.get('config') or '(main job)'} | {' '.join(recipe['overrides']) or '-'} | {cap:,} "
             f"| {spread([r['episodes_to_90'] for r in runs], ',')} "
             f"| {spread([r['success_at_stop'] for r in runs], '.0%')} "
             f"| {spread([r['heldout_success_at_stop'] for r in runs], '.0%')} |"
@@ -208,7 +218,7 @@ def main() -> None:
         print(table(json.loads(path.read_text())))
         return
     if args.name in ROBOT_RECIPES:
-        check_robot_recipe(parser, args.name, args.config, args.overrides)
+        check_robot_recipe(parser, args)
     if args.smoke:
         args.seeds, args.max_episodes = args.seeds[:1], 16
     with ProcessPoolExecutor(args.workers) as pool:
@@ -227,7 +237,8 @@ def main() -> None:
         )
     recipe = {key: median([r.get(key) for r in runs]) for key in HEADLINE_KEYS}
     config = None if args.config is None else args.config.name
-    recipe.update({"config": config, "overrides": args.overrides, "seeds": args.seeds, "per_seed": runs})
+    recipe.update(config=config, overrides=args.overrides, seeds=args.seeds, max_episodes=args.max_episodes)
+    recipe["per_seed"] = runs
     for r in runs:
         print(
             f"seed {r['seed']}: {r['sft_success']:.0%} -> {r['success_at_stop']:.0%} after {r['episodes_counted']} "
@@ -240,7 +251,7 @@ def main() -> None:
     saved["recipes"][args.name] = recipe
     if args.name in ROBOT_RECIPES:
         suffix = ROBOT_RECIPES[args.name][1]
-        saved.update({key + suffix: recipe[key] for key in HEADLINE_KEYS}, eval_every=args.eval_every)
+        saved.update({key + suffix: recipe[key] for key in HEADLINE_KEYS}, **{f"eval_every{suffix}": args.eval_every})
         if not suffix:  # the headline: which run the top-level keys come from
             saved.update(recipe=args.name, **{key: recipe[key] for key in ("config", "overrides", "seeds")})
     path.write_text(json.dumps(saved, indent=2) + "\n")

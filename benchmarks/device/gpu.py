@@ -255,6 +255,7 @@ def sft_and_ript(smoke: bool, device: torch.device, work: Path) -> dict:
         sim.close()
         out[f"{key}_ript_iteration_s"] = time.perf_counter() - started
         out[f"{key}_ript_episodes"] = learner.episodes
+        out[f"{key}_ript_updated"] = bool(metrics["updated"])
         out[f"{key}_approx_kl"] = metrics.get("approx_kl")
         reloaded = load_policy(policy.save(work / f"sft_and_ript-{key}"))
         pairs = zip(policy.state_dict().values(), reloaded.state_dict().values(), strict=True)

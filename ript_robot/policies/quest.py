@@ -128,7 +128,8 @@ class QuestPolicy(VisionLanguagePolicy):
     def tokens_of(self, actions: torch.Tensor) -> torch.Tensor:
         """The token ids (B, n) a chunk of this policy decoded from; a clear error for other chunks."""
         with torch.no_grad():
-            table = self.decoder(self.fsq.from_index(torch.arange(self.fsq.codebook_size)))  # (C, span)
+            ids = torch.arange(self.fsq.codebook_size, device=actions.device)
+            table = self.decoder(self.fsq.from_index(ids))  # (C, span)
             spans = actions.reshape(-1, self.span).to(table.dtype)
             distance = torch.cdist(spans, table)
             nearest = distance.argmin(-1)
