@@ -63,8 +63,9 @@ ROBOT_CONFIG = "robot.yaml"
 HEADLINE_SEEDS, HEADLINE_CAP = [0, 1, 2, 3, 4], 8000  # how configs/robot.yaml's figures are measured
 # configs/robot.yaml's figures: name -> (whether a person takes over, the suffix of its top-level keys)
 ROBOT_RECIPES = {"robot": (True, ""), "robot_ript_alone": (False, "_ript_alone")}
-HEADLINE_KEYS = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
-HEADLINE_KEYS += ("heldout_success_at_stop", "intervened_step_share")
+# every recipe's figures (medians over seeds); configs/robot.yaml's are also the file's top-level keys
+FIGURES = ("episodes_to_90", "robot_hours_to_90", "iterations_to_90", "sft_success", "success_at_stop")
+FIGURES += ("heldout_success_at_stop", "intervened_step_share")
 CACHE = Path(tempfile.gettempdir()) / "ript_robot_budget_sft"
 SMOKE = ["pretrain.steps=20", "sft.steps=20", "pretrain_demos_per_task=2", "task.train_contexts_per_task=2"]
 SMOKE += ["task.heldout_contexts_per_task=2", "ript.groups_per_iteration=2", "ript.rollouts_per_context=2"]
@@ -235,7 +236,7 @@ def main() -> None:
                 args.seeds,
             )
         )
-    recipe = {key: median([r.get(key) for r in runs]) for key in HEADLINE_KEYS}
+    recipe = {key: median([r.get(key) for r in runs]) for key in FIGURES}
     config = None if args.config is None else args.config.name
     recipe.update(config=config, overrides=args.overrides, seeds=args.seeds, max_episodes=args.max_episodes)
     recipe["per_seed"] = runs
@@ -251,7 +252,7 @@ def main() -> None:
     saved["recipes"][args.name] = recipe
     if args.name in ROBOT_RECIPES:
         suffix = ROBOT_RECIPES[args.name][1]
-        saved.update({key + suffix: recipe[key] for key in HEADLINE_KEYS}, **{f"eval_every{suffix}": args.eval_every})
+        saved.update({key + suffix: recipe[key] for key in FIGURES}, **{f"eval_every{suffix}": args.eval_every})
         if not suffix:  # the headline: which run the top-level keys come from
             saved.update(recipe=args.name, **{key: recipe[key] for key in ("config", "overrides", "seeds")})
     path.write_text(json.dumps(saved, indent=2) + "\n")

@@ -32,10 +32,13 @@ import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ript_robot.types import Episode
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 K, CHUNKS_PER_EPISODE = 8, 30
@@ -151,6 +154,15 @@ def libero_egl(smoke: bool, device: torch.device, work: Path) -> dict:
     return out
 
 
+def alternate_labels(episodes: list[Episode]) -> list[Episode]:
+    """Label the episodes failure, success, failure, ... so that every group of an even K carries signal."""
+    from ript_robot.types import Label
+
+    for i, episode in enumerate(episodes):
+        episode.meta.label = Label(bool(i % 2), "sim")
+    return episodes
+
+
 def store_trainer(smoke: bool, device: torch.device, work: Path) -> dict:
     """Seconds per store-trainer update on `device` against the CPU, and their weights' agreement (module doc).
 
@@ -166,7 +178,6 @@ def store_trainer(smoke: bool, device: torch.device, work: Path) -> dict:
     from ript_robot.rl.ppo import batch_for, ppo_update
     from ript_robot.rl.sampling import Group
     from ript_robot.train.service import StoreTrainer
-    from ript_robot.types import Label
     from sim_bridge.rollouts import builtin_rollouts
 
     cfg = QuickstartConfig()
@@ -180,8 +191,7 @@ def store_trainer(smoke: bool, device: torch.device, work: Path) -> dict:
     sim = builtin_rollouts(cfg)
     episodes = sim(policy, [c for c in contexts for _ in range(k)])
     sim.close()
-    for i, episode in enumerate(episodes):
-        episode.meta.label = Label(bool(i % 2), "sim")
+    alternate_labels(episodes)
     groups = [Group(c, episodes[i * k : (i + 1) * k]) for i, c in enumerate(contexts)]
     devices = ["cpu"] + ([str(device)] if device.type == "cuda" else [])
     out: dict[str, Any] = {"groups": len(groups), "episodes": len(episodes), "ppo_epochs": ript.ppo_epochs}
@@ -221,14 +231,11 @@ def sft_and_ript(smoke: bool, device: torch.device, work: Path) -> dict:
     from ript_robot.rl.sampling import context_pool
     from ript_robot.rl.sft import behaviour_cloning, chunk_dataset
     from ript_robot.train.ript import RIPTLearner
-    from ript_robot.types import Context, Episode, Label
+    from ript_robot.types import Context
     from sim_bridge.rollouts import SimRollouts, builtin_rollouts
 
     def labeled(sim: SimRollouts, policy: Policy, contexts: list[Context]) -> list[Episode]:
-        episodes = sim(policy, contexts)
-        for i, episode in enumerate(episodes):  # alternated: every group carries signal, so the iteration updates
-            episode.meta.label = Label(bool(i % 2), "sim")
-        return episodes
+        return alternate_labels(sim(policy, contexts))  # every group carries signal, so the iteration updates
 
     cfg = QuickstartConfig()
     steps = 20 if smoke else cfg.sft.steps
